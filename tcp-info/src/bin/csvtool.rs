@@ -1,0 +1,2 @@
+//! csvtool: converts one tcp-info archive to CSV (in progress).
+fn main() {}

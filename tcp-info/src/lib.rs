@@ -1,0 +1,18 @@
+//! tcp-info: record `tcp_info` for every TCP connection of a Linux host, in the archive format of
+//! m-lab/tcp-info.
+//!
+//! The crate has two sides:
+//! - the **parser side** (`nlmsg`, `inetdiag`, `tcpinfo`, `record`, `snapshot`, `diff`, `csv`),
+//!   which reads and writes archives and builds records from raw netlink bytes; it builds on any OS
+//!   and never depends on the collector side;
+//! - the **collector side** (Linux only), the daemon's sources, pipeline, saver, events and metrics.
+
+pub mod nlmsg;
+
+// ---- collector side (Linux only) ----
+#[cfg(target_os = "linux")]
+pub mod cli;
+#[cfg(target_os = "linux")]
+pub mod metrics;
+#[cfg(target_os = "linux")]
+pub mod netlink;

@@ -1,0 +1,265 @@
+//! Netlink message framing (`struct nlmsghdr`), shared by the raw-capture reader and the
+//! collector's sock_diag sockets.
+//!
+//! Layout (host order, which is little-endian on every supported host):
+//! `len u32 | type u16 | flags u16 | seq u32 | pid u32`, followed by `len - 16` payload bytes,
+//! and padding up to the next multiple of 4.
+
+use thiserror::Error;
+
+/// Size of `struct nlmsghdr`.
+pub const HEADER_LEN: usize = 16;
+/// `NLMSG_ERROR`.
+pub const NLMSG_ERROR: u16 = 2;
+/// `NLMSG_DONE`.
+pub const NLMSG_DONE: u16 = 3;
+/// `SOCK_DIAG_BY_FAMILY`, the type of every sock_diag request and data reply.
+pub const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// `NLM_F_REQUEST`.
+pub const NLM_F_REQUEST: u16 = 0x1;
+/// `NLM_F_MULTI`: part of a multipart reply.
+pub const NLM_F_MULTI: u16 = 0x2;
+/// `NLM_F_DUMP_INTR`: the dump was interrupted by a concurrent change; its content is inconsistent.
+pub const NLM_F_DUMP_INTR: u16 = 0x10;
+/// `NLM_F_ROOT | NLM_F_MATCH`.
+pub const NLM_F_DUMP: u16 = 0x300;
+
+/// A decoded `nlmsghdr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Total length of the message, header included.
+    pub len: u32,
+    /// Message type (`SOCK_DIAG_BY_FAMILY`, `NLMSG_DONE`, …).
+    pub kind: u16,
+    /// `NLM_F_*` flags.
+    pub flags: u16,
+    /// Sequence number chosen by the requester.
+    pub seq: u32,
+    /// Port id of the sender (0 for the kernel).
+    pub pid: u32,
+}
+
+impl Header {
+    /// Decodes a header from the first 16 bytes of `bytes`.
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        let h: &[u8; HEADER_LEN] = bytes.get(..HEADER_LEN)?.try_into().ok()?;
+        Some(Self {
+            len: u32::from_ne_bytes([h[0], h[1], h[2], h[3]]),
+            kind: u16::from_ne_bytes([h[4], h[5]]),
+            flags: u16::from_ne_bytes([h[6], h[7]]),
+            seq: u32::from_ne_bytes([h[8], h[9], h[10], h[11]]),
+            pid: u32::from_ne_bytes([h[12], h[13], h[14], h[15]]),
+        })
+    }
+
+    /// Encodes the header into 16 bytes.
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        out[0..4].copy_from_slice(&self.len.to_ne_bytes());
+        out[4..6].copy_from_slice(&self.kind.to_ne_bytes());
+        out[6..8].copy_from_slice(&self.flags.to_ne_bytes());
+        out[8..12].copy_from_slice(&self.seq.to_ne_bytes());
+        out[12..16].copy_from_slice(&self.pid.to_ne_bytes());
+        out
+    }
+}
+
+/// One netlink message borrowed from a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Message<'a> {
+    /// The decoded header.
+    pub header: Header,
+    /// The payload: `header.len - 16` bytes, without trailing padding.
+    pub payload: &'a [u8],
+}
+
+impl Message<'_> {
+    /// For an `NLMSG_ERROR` message, the (positive) errno it carries; 0 is an acknowledgement.
+    /// `None` if this is not an error message or its payload is shorter than 4 bytes.
+    pub fn errno(&self) -> Option<i32> {
+        if self.header.kind != NLMSG_ERROR {
+            return None;
+        }
+        let code = self.payload.get(..4)?;
+        Some(-i32::from_ne_bytes([code[0], code[1], code[2], code[3]]))
+    }
+}
+
+/// A framing error: the buffer does not hold a well-formed sequence of messages.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FrameError {
+    /// Fewer than 16 bytes remain where a header should start.
+    #[error("truncated netlink header at byte {offset}: {available} bytes left, 16 needed")]
+    TruncatedHeader {
+        /// Offset of the header within the buffer or stream.
+        offset: u64,
+        /// Bytes that were left.
+        available: usize,
+    },
+    /// The header's length is smaller than the header itself.
+    #[error("netlink header at byte {offset} claims length {len}, less than the 16-byte header")]
+    LengthTooSmall {
+        /// Offset of the header.
+        offset: u64,
+        /// The claimed `nlmsg_len`.
+        len: u32,
+    },
+    /// The header's length runs past the end of the buffer.
+    #[error("netlink message at byte {offset} claims length {len} but only {available} bytes remain")]
+    LengthPastEnd {
+        /// Offset of the header.
+        offset: u64,
+        /// The claimed `nlmsg_len`.
+        len: u32,
+        /// Bytes that were left.
+        available: usize,
+    },
+}
+
+/// Rounds `len` up to the netlink alignment of 4 bytes.
+pub const fn align(len: usize) -> usize {
+    (len + 3) & !3
+}
+
+/// Iterates over the messages packed in one buffer (one `recv`, or a whole capture in memory).
+///
+/// After an error the iterator is fused: it yields that error once and then `None`.
+#[derive(Debug, Clone)]
+pub struct Messages<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    failed: bool,
+}
+
+impl<'a> Messages<'a> {
+    /// Starts iterating over `buf`.
+    pub fn new(buf: &'a [u8]) -> Self {
+        Self {
+            buf,
+            pos: 0,
+            failed: false,
+        }
+    }
+}
+
+impl<'a> Iterator for Messages<'a> {
+    type Item = Result<Message<'a>, FrameError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.pos >= self.buf.len() {
+            return None;
+        }
+        let rest = &self.buf[self.pos..];
+        let result = frame(rest, self.pos as u64);
+        match result {
+            Ok((msg, consumed)) => {
+                self.pos += consumed.min(rest.len());
+                Some(Ok(msg))
+            }
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Frames the message at the start of `rest`; returns it and the number of bytes it occupies
+/// including alignment padding (which may exceed `rest.len()` for the last message).
+fn frame(rest: &[u8], offset: u64) -> Result<(Message<'_>, usize), FrameError> {
+    let header = Header::parse(rest).ok_or(FrameError::TruncatedHeader {
+        offset,
+        available: rest.len(),
+    })?;
+    let len = header.len as usize;
+    if len < HEADER_LEN {
+        return Err(FrameError::LengthTooSmall {
+            offset,
+            len: header.len,
+        });
+    }
+    if len > rest.len() {
+        return Err(FrameError::LengthPastEnd {
+            offset,
+            len: header.len,
+            available: rest.len(),
+        });
+    }
+    Ok((
+        Message {
+            header,
+            payload: &rest[HEADER_LEN..len],
+        },
+        align(len),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(kind: u16, payload: &[u8]) -> Vec<u8> {
+        let h = Header {
+            len: (HEADER_LEN + payload.len()) as u32,
+            kind,
+            flags: NLM_F_MULTI,
+            seq: 7,
+            pid: 0,
+        };
+        let mut v = h.to_bytes().to_vec();
+        v.extend_from_slice(payload);
+        v.resize(align(v.len()), 0);
+        v
+    }
+
+    #[test]
+    fn splits_aligned_messages() {
+        let mut buf = msg(20, &[1, 2, 3]);
+        buf.extend(msg(NLMSG_DONE, &[0, 0, 0, 0]));
+        let all: Vec<_> = Messages::new(&buf).collect::<Result<_, _>>().unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].payload, &[1, 2, 3]);
+        assert_eq!(all[0].header.seq, 7);
+        assert_eq!(all[1].header.kind, NLMSG_DONE);
+    }
+
+    #[test]
+    fn lying_length_is_an_error_with_offset() {
+        let mut buf = msg(20, &[0; 8]);
+        let second = buf.len();
+        let mut bad = msg(20, &[0; 8]);
+        bad[0..4].copy_from_slice(&1000u32.to_ne_bytes());
+        buf.extend(bad);
+        let items: Vec<_> = Messages::new(&buf).collect();
+        assert_eq!(items.len(), 2);
+        assert_eq!(
+            items[1],
+            Err(FrameError::LengthPastEnd {
+                offset: second as u64,
+                len: 1000,
+                available: 24
+            })
+        );
+    }
+
+    #[test]
+    fn short_length_and_truncated_header() {
+        let mut bad = msg(20, &[]);
+        bad[0..4].copy_from_slice(&3u32.to_ne_bytes());
+        assert!(matches!(
+            Messages::new(&bad).next(),
+            Some(Err(FrameError::LengthTooSmall { len: 3, .. }))
+        ));
+        assert!(matches!(
+            Messages::new(&[1, 2, 3]).next(),
+            Some(Err(FrameError::TruncatedHeader { available: 3, .. }))
+        ));
+    }
+
+    #[test]
+    fn errno_of_error_message() {
+        let buf = msg(NLMSG_ERROR, &(-2i32).to_ne_bytes());
+        let m = Messages::new(&buf).next().unwrap().unwrap();
+        assert_eq!(m.errno(), Some(2));
+    }
+}

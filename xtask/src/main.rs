@@ -1,0 +1,2 @@
+//! Developer and CI tasks (in progress).
+fn main() {}
