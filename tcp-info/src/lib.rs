@@ -7,7 +7,9 @@
 //!   and never depends on the collector side;
 //! - the **collector side** (Linux only), the daemon's sources, pipeline, saver, events and metrics.
 
+pub mod inetdiag;
 pub mod nlmsg;
+pub mod record;
 
 // ---- collector side (Linux only) ----
 #[cfg(target_os = "linux")]

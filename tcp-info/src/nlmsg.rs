@@ -105,7 +105,9 @@ pub enum FrameError {
         len: u32,
     },
     /// The header's length runs past the end of the buffer.
-    #[error("netlink message at byte {offset} claims length {len} but only {available} bytes remain")]
+    #[error(
+        "netlink message at byte {offset} claims length {len} but only {available} bytes remain"
+    )]
     LengthPastEnd {
         /// Offset of the header.
         offset: u64,
@@ -194,6 +196,162 @@ fn frame(rest: &[u8], offset: u64) -> Result<(Message<'_>, usize), FrameError> {
     ))
 }
 
+/// An owned message read from a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedMessage {
+    /// The decoded header.
+    pub header: Header,
+    /// The payload (`header.len - 16` bytes).
+    pub payload: Vec<u8>,
+}
+
+impl OwnedMessage {
+    /// Borrows this as a [`Message`].
+    pub fn as_message(&self) -> Message<'_> {
+        Message {
+            header: self.header,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// An error reading a raw netlink capture stream.
+#[derive(Debug, Error)]
+pub enum StreamError {
+    /// The underlying reader failed (including corrupt or truncated zstd).
+    #[error("read failed at byte {offset}: {source}")]
+    Io {
+        /// Stream offset of the message being read.
+        offset: u64,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The stream does not frame as netlink messages.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+/// Reads consecutive netlink messages (`nlmsghdr` + payload, 4-byte aligned) from a byte stream,
+/// such as the raw captures `m-lab/tcp-info` tests use, with constant memory.
+///
+/// Messages longer than `max_len` are a framing error rather than an allocation.
+#[derive(Debug)]
+pub struct StreamReader<R> {
+    input: R,
+    offset: u64,
+    max_len: u32,
+    failed: bool,
+}
+
+impl<R: std::io::Read> StreamReader<R> {
+    /// Wraps `input`; messages may be at most 1 MiB.
+    pub fn new(input: R) -> Self {
+        Self {
+            input,
+            offset: 0,
+            max_len: 1 << 20,
+            failed: false,
+        }
+    }
+
+    /// Stream offset of the next message.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Reads the next message into `message`, reusing its payload buffer; `Ok(false)` at a clean
+    /// end of stream.
+    pub fn read_into(&mut self, message: &mut OwnedMessage) -> Result<bool, StreamError> {
+        if self.failed {
+            return Ok(false);
+        }
+        let result = self.read_inner(message);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    fn read_inner(&mut self, message: &mut OwnedMessage) -> Result<bool, StreamError> {
+        let offset = self.offset;
+        let io = |source| StreamError::Io { offset, source };
+        let mut head = [0u8; HEADER_LEN];
+        let got = read_full(&mut self.input, &mut head).map_err(io)?;
+        if got == 0 {
+            return Ok(false);
+        }
+        let header = Header::parse(&head[..got]).ok_or(FrameError::TruncatedHeader {
+            offset,
+            available: got,
+        })?;
+        if (header.len as usize) < HEADER_LEN {
+            return Err(FrameError::LengthTooSmall {
+                offset,
+                len: header.len,
+            }
+            .into());
+        }
+        let body = header.len as usize - HEADER_LEN;
+        let past_end = |available| FrameError::LengthPastEnd {
+            offset,
+            len: header.len,
+            available,
+        };
+        if header.len > self.max_len {
+            return Err(past_end(0).into());
+        }
+        message.header = header;
+        message.payload.clear();
+        message.payload.resize(body, 0);
+        let got = read_full(&mut self.input, &mut message.payload).map_err(io)?;
+        if got < body {
+            return Err(past_end(HEADER_LEN + got).into());
+        }
+        // Skip alignment padding; a stream may end without it.
+        let pad = align(header.len as usize) - header.len as usize;
+        let mut padding = [0u8; 3];
+        let got_pad = read_full(&mut self.input, &mut padding[..pad]).map_err(io)?;
+        self.offset += (header.len as usize + got_pad) as u64;
+        Ok(true)
+    }
+}
+
+impl<R: std::io::Read> Iterator for StreamReader<R> {
+    type Item = Result<OwnedMessage, StreamError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut message = OwnedMessage {
+            header: Header {
+                len: 0,
+                kind: 0,
+                flags: 0,
+                seq: 0,
+                pid: 0,
+            },
+            payload: Vec::new(),
+        };
+        match self.read_into(&mut message) {
+            Ok(true) => Some(Ok(message)),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn read_full(input: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +411,39 @@ mod tests {
         assert!(matches!(
             Messages::new(&[1, 2, 3]).next(),
             Some(Err(FrameError::TruncatedHeader { available: 3, .. }))
+        ));
+    }
+
+    #[test]
+    fn stream_reader_matches_buffer_splitter_and_reports_truncation() {
+        let mut buf = msg(20, &[1, 2, 3]);
+        buf.extend(msg(20, &[4; 9]));
+        let from_stream: Vec<_> = StreamReader::new(&buf[..])
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let from_buf: Vec<_> = Messages::new(&buf).collect::<Result<_, _>>().unwrap();
+        assert_eq!(from_stream.len(), 2);
+        for (a, b) in from_stream.iter().zip(&from_buf) {
+            assert_eq!(a.as_message(), *b);
+        }
+        let cut = &buf[..buf.len() - 6];
+        let items: Vec<_> = StreamReader::new(cut).collect();
+        assert_eq!(items.len(), 2);
+        assert!(matches!(
+            items[1],
+            Err(StreamError::Frame(FrameError::LengthPastEnd {
+                offset: 20,
+                ..
+            }))
+        ));
+        let half_header = &buf[..buf.len() - 20];
+        let items: Vec<_> = StreamReader::new(&half_header[..22]).collect();
+        assert!(matches!(
+            items[1],
+            Err(StreamError::Frame(FrameError::TruncatedHeader {
+                offset: 20,
+                available: 2
+            }))
         ));
     }
 

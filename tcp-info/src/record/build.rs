@@ -1,0 +1,205 @@
+//! Building an [`ArchivalRecord`] from a raw sock_diag reply (SPEC §3.6).
+
+use super::{ArchivalRecord, Timestamp};
+use crate::nlmsg::{Message, SOCK_DIAG_BY_FAMILY};
+use thiserror::Error;
+
+/// Size of `struct inet_diag_msg`, archived verbatim as `RawIDM`.
+pub const RAW_IDM_LEN: usize = 72;
+/// The highest attribute type upstream archives: 2 × its `INET_DIAG_MAX` of 19.
+pub const INET_DIAG_MAX_TYPE: u16 = 38;
+
+/// Why a reply could not become a record. Upstream drops such messages; so does the collector,
+/// counting them.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BuildError {
+    /// The netlink message is not `SOCK_DIAG_BY_FAMILY`.
+    #[error("netlink message type {0} is not SOCK_DIAG_BY_FAMILY (20)")]
+    NotSockDiag(u16),
+    /// Fewer than 72 payload bytes.
+    #[error("sock_diag payload of {0} bytes is shorter than the 72-byte inet_diag_msg")]
+    Truncated(usize),
+    /// An attribute header is inconsistent with the bytes that follow it.
+    #[error("attribute at payload offset {offset} has nla_len {len} with {remaining} bytes left")]
+    BadAttributeLength {
+        /// Offset of the attribute header within the payload.
+        offset: usize,
+        /// The claimed `nla_len`.
+        len: u16,
+        /// Bytes left from the header on.
+        remaining: usize,
+    },
+}
+
+/// Attributes left out of a record because their type exceeds [`INET_DIAG_MAX_TYPE`]
+/// (which includes types carrying the nested/byte-order flag bits). Upstream logs them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DroppedAttributes {
+    /// How many were dropped.
+    pub count: u16,
+    /// The type of the first one dropped.
+    pub first_type: u16,
+}
+
+impl ArchivalRecord {
+    /// Builds a record from a netlink message, which must be `SOCK_DIAG_BY_FAMILY`.
+    pub fn from_netlink(
+        message: &Message<'_>,
+        timestamp: Timestamp,
+    ) -> Result<(Self, DroppedAttributes), BuildError> {
+        if message.header.kind != SOCK_DIAG_BY_FAMILY {
+            return Err(BuildError::NotSockDiag(message.header.kind));
+        }
+        Self::from_diag_payload(message.payload, timestamp)
+    }
+
+    /// Builds a record from a sock_diag payload (`inet_diag_msg` followed by attributes): the
+    /// first 72 bytes verbatim, then the attribute array indexed by type. Exclusion (SPEC §8.2)
+    /// is the caller's business and should run on the payload first.
+    pub fn from_diag_payload(
+        payload: &[u8],
+        timestamp: Timestamp,
+    ) -> Result<(Self, DroppedAttributes), BuildError> {
+        if payload.len() < RAW_IDM_LEN {
+            return Err(BuildError::Truncated(payload.len()));
+        }
+        let mut slots: [Option<&[u8]>; INET_DIAG_MAX_TYPE as usize + 1] =
+            [None; INET_DIAG_MAX_TYPE as usize + 1];
+        let mut max_type = 0usize;
+        let mut dropped = DroppedAttributes::default();
+        let mut offset = RAW_IDM_LEN;
+        while payload.len() - offset >= 4 {
+            let remaining = payload.len() - offset;
+            let len = u16::from_ne_bytes([payload[offset], payload[offset + 1]]);
+            let kind = u16::from_ne_bytes([payload[offset + 2], payload[offset + 3]]);
+            if len < 4 || usize::from(len) > remaining {
+                return Err(BuildError::BadAttributeLength {
+                    offset,
+                    len,
+                    remaining,
+                });
+            }
+            let value = &payload[offset + 4..offset + usize::from(len)];
+            if kind > INET_DIAG_MAX_TYPE {
+                if dropped.count == 0 {
+                    dropped.first_type = kind;
+                }
+                dropped.count = dropped.count.saturating_add(1);
+            } else {
+                // A repeated type: the last one wins, as upstream.
+                slots[usize::from(kind)] = Some(value);
+                max_type = max_type.max(usize::from(kind));
+            }
+            offset += crate::nlmsg::align(usize::from(len));
+            if offset > payload.len() {
+                break;
+            }
+        }
+        let record = Self::new(timestamp, &payload[..RAW_IDM_LEN], &slots[..=max_type]);
+        Ok((record, dropped))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nlmsg::Header;
+
+    fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
+        let mut v = ((4 + value.len()) as u16).to_ne_bytes().to_vec();
+        v.extend(kind.to_ne_bytes());
+        v.extend(value);
+        v.resize(crate::nlmsg::align(v.len()), 0);
+        v
+    }
+
+    fn payload(attrs: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut p = vec![0u8; RAW_IDM_LEN];
+        p[0] = 2;
+        for (k, v) in attrs {
+            p.extend(attr(*k, v));
+        }
+        p
+    }
+
+    #[test]
+    fn indexes_by_type_and_keeps_order_irrelevant() {
+        let p = payload(&[(8, &[3]), (5, &[0]), (2, &[1; 10]), (4, b"cubic\0")]);
+        let (r, dropped) = ArchivalRecord::from_diag_payload(&p, Timestamp::ZERO).unwrap();
+        assert_eq!(dropped.count, 0);
+        assert_eq!(r.attribute_count(), 9);
+        assert_eq!(r.attribute(2), Some(&[1u8; 10][..]));
+        assert_eq!(r.attribute(4), Some(&b"cubic\0"[..]));
+        assert_eq!(r.attribute(8), Some(&[3u8][..]));
+        assert_eq!(r.attribute(1), None);
+        assert_eq!(r.raw_idm(), &p[..72]);
+    }
+
+    #[test]
+    fn no_attributes_gives_one_null() {
+        let (r, _) = ArchivalRecord::from_diag_payload(&payload(&[]), Timestamp::ZERO).unwrap();
+        assert_eq!(r.attribute_count(), 1);
+        assert_eq!(r.attribute(0), None);
+    }
+
+    #[test]
+    fn last_duplicate_wins_and_high_types_are_dropped() {
+        let p = payload(&[(1, &[1]), (1, &[2]), (39, &[9]), (0x8000 | 2, &[9])]);
+        let (r, dropped) = ArchivalRecord::from_diag_payload(&p, Timestamp::ZERO).unwrap();
+        assert_eq!(r.attribute(1), Some(&[2u8][..]));
+        assert_eq!(r.attribute_count(), 2);
+        assert_eq!(
+            dropped,
+            DroppedAttributes {
+                count: 2,
+                first_type: 39
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_truncated_wrong_type_and_bad_lengths() {
+        assert_eq!(
+            ArchivalRecord::from_diag_payload(&[0; 71], Timestamp::ZERO).unwrap_err(),
+            BuildError::Truncated(71)
+        );
+        let mut p = payload(&[(2, &[0; 8])]);
+        p[72..74].copy_from_slice(&3u16.to_ne_bytes());
+        assert!(matches!(
+            ArchivalRecord::from_diag_payload(&p, Timestamp::ZERO),
+            Err(BuildError::BadAttributeLength {
+                offset: 72,
+                len: 3,
+                ..
+            })
+        ));
+        p[72..74].copy_from_slice(&200u16.to_ne_bytes());
+        assert!(matches!(
+            ArchivalRecord::from_diag_payload(&p, Timestamp::ZERO),
+            Err(BuildError::BadAttributeLength { len: 200, .. })
+        ));
+        let header = Header {
+            len: 88,
+            kind: 3,
+            flags: 0,
+            seq: 0,
+            pid: 0,
+        };
+        let msg = Message {
+            header,
+            payload: &p,
+        };
+        assert_eq!(
+            ArchivalRecord::from_netlink(&msg, Timestamp::ZERO).unwrap_err(),
+            BuildError::NotSockDiag(3)
+        );
+    }
+
+    #[test]
+    fn trailing_bytes_shorter_than_a_header_are_ignored() {
+        let mut p = payload(&[(5, &[1])]);
+        p.extend([0, 0]);
+        let (r, _) = ArchivalRecord::from_diag_payload(&p, Timestamp::ZERO).unwrap();
+        assert_eq!(r.attribute(5), Some(&[1u8][..]));
+    }
+}
