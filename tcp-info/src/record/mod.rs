@@ -9,11 +9,13 @@ mod build;
 mod json;
 mod reader;
 mod timestamp;
+mod writer;
 
 pub use build::{BuildError, DroppedAttributes, INET_DIAG_MAX_TYPE, RAW_IDM_LEN};
 pub use json::DecodeError;
 pub use reader::{ArchiveReader, ReadError, ReadErrorKind};
 pub use timestamp::{Timestamp, TimestampError};
+pub use writer::{ArchiveWriter, DEFAULT_LEVEL, FrameCompressor, frame_has_content_size};
 
 /// The Metadata object of line 1 of every archive file (SPEC §5.5).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
