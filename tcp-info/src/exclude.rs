@@ -9,6 +9,17 @@ use crate::cli::IpNet;
 use crate::inetdiag::InetDiagMsg;
 use std::net::IpAddr;
 
+/// Which rule excluded a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Excluded {
+    /// The local-address rule.
+    Local,
+    /// `-exclude-srcport`.
+    SrcPort,
+    /// `-exclude-dstip`.
+    DstIp,
+}
+
 /// The exclusion rules in force.
 #[derive(Debug, Clone)]
 pub struct Exclusions {
@@ -33,17 +44,25 @@ impl Exclusions {
         }
     }
 
-    /// Whether the socket must be ignored.
-    pub fn excludes(&self, msg: &InetDiagMsg<'_>) -> bool {
+    /// Why the socket must be ignored, or `None` if it is collected.
+    pub fn check(&self, msg: &InetDiagMsg<'_>) -> Option<Excluded> {
         let port = msg.sport();
         if self.src_ports[usize::from(port) / 64] & (1 << (port % 64)) != 0 {
-            return true;
+            return Some(Excluded::SrcPort);
         }
         let (src, dst) = (msg.src(), msg.dst());
         if self.local && (is_local(src) || is_local(dst)) {
-            return true;
+            return Some(Excluded::Local);
         }
-        self.dst.iter().any(|net| net.contains(dst))
+        self.dst
+            .iter()
+            .any(|net| net.contains(dst))
+            .then_some(Excluded::DstIp)
+    }
+
+    /// Whether the socket must be ignored.
+    pub fn excludes(&self, msg: &InetDiagMsg<'_>) -> bool {
+        self.check(msg).is_some()
     }
 }
 

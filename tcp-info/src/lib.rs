@@ -7,14 +7,33 @@
 //!   and never depends on the collector side;
 //! - the **collector side** (Linux only), the daemon's sources, pipeline, saver, events and metrics.
 
+pub mod diff;
 pub mod inetdiag;
 pub mod nlmsg;
+pub mod uuid;
 pub mod record;
+pub mod tcpinfo;
+pub mod snapshot;
+pub mod csv;
 
 // ---- collector side (Linux only) ----
 #[cfg(target_os = "linux")]
+pub mod anonymize;
+#[cfg(target_os = "linux")]
+pub mod exclude;
+#[cfg(target_os = "linux")]
 pub mod cli;
+#[cfg(target_os = "linux")]
+pub mod events;
 #[cfg(target_os = "linux")]
 pub mod metrics;
 #[cfg(target_os = "linux")]
 pub mod netlink;
+#[cfg(target_os = "linux")]
+pub mod pipeline;
+#[cfg(target_os = "linux")]
+pub mod saver;
+#[cfg(target_os = "linux")]
+pub mod sources;
+#[cfg(target_os = "linux")]
+pub mod daemon;

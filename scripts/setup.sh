@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what this project needs on a fresh Debian 12 machine of the project's kind, and
+# nothing when it is already there. Safe to run repeatedly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
+if ((${#need_apt[@]})); then
+    if [ "$(id -u)" -eq 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+    else
+        echo "setup: please install: ${need_apt[*]}" >&2
+    fi
+fi
+
+# The toolchain named in rust-toolchain.toml, with rustfmt and clippy.
+rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
+rustup component add rustfmt clippy >/dev/null 2>&1 || true

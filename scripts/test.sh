@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace. End-to-end tests need root (network namespaces, sock_diag
+# multicast); as a normal user they skip with a printed reason, under CI=true they must run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo build --workspace --all-targets
+cargo test --workspace --all-targets -- --test-threads="${TEST_THREADS:-4}"
+cargo test --workspace --doc

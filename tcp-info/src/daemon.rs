@@ -1,0 +1,348 @@
+//! Wiring of the `tcp-info` daemon: sources → pipeline → saver, events and metrics; signals and
+//! graceful shutdown (D11).
+//!
+//! Threads: one per source (sweep, close), one for the pipeline, the metrics server's and the
+//! event server's own threads, and the main thread, which waits for SIGTERM/SIGINT or the end of
+//! `-reps` and then stops everything in order: sources first, then the pipeline (which emits a
+//! Close for every open connection and finishes every file), then the event socket (after its
+//! clients received those Close events), then the metrics server.
+
+use crate::anonymize::{self, Anonymizer, Method};
+use crate::cli::{Config, Mode};
+use crate::events::{EventServer, EventServerConfig, FlowEvent, FlowId};
+use crate::exclude::Exclusions;
+use crate::inetdiag::InetDiagMsg;
+use crate::metrics::{self, Metrics, SaverError};
+use crate::netlink::{DEFAULT_DESTROY_RCVBUF, DestroyListener, DiagSocket};
+use crate::pipeline::{ArchiveSink, EventSink, Observer, ObserverConfig};
+use crate::record::Timestamp;
+use crate::saver::{ErrorClass, Saver, SaverConfig, SaverStats};
+use crate::sources::{self, Input, sweep::SweepConfig};
+use anyhow::{Context, Result};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How often the pipeline does housekeeping (flushes, rotation, idle closes, metrics export).
+const TICK: Duration = Duration::from_millis(100);
+/// How long a connection missing from sweeps waits for its destroy notification.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+/// Sweeps that may wait for the pipeline before the sweep source blocks (upstream: 2).
+const SWEEP_QUEUE: usize = 2;
+/// Short git commit baked in at build time, if the build provided one.
+const GIT_COMMIT: &str = match option_env!("TCP_INFO_GIT_COMMIT") {
+    Some(c) => c,
+    None => "",
+};
+
+/// Runs the daemon until a signal or the end of `-reps`; returns when everything is closed.
+pub fn run(config: &Config) -> Result<()> {
+    if let Some(output) = &config.output {
+        std::fs::create_dir_all(output)
+            .with_context(|| format!("creating the output directory {}", output.display()))?;
+        std::env::set_current_dir(output)
+            .with_context(|| format!("changing into the output directory {}", output.display()))?;
+    }
+    let metrics = Arc::new(Metrics::new(GIT_COMMIT).context("creating metrics")?);
+    let listen = config.listen_address.to_string();
+    let server = metrics::serve(&listen, Arc::clone(&metrics))
+        .with_context(|| format!("serving metrics on {listen}"))?;
+    tracing::info!("metrics listening on {}", server.local_addr());
+
+    let events = match &config.event_socket {
+        Some(path) => Some(
+            EventServer::start(path, EventServerConfig::default())
+                .with_context(|| format!("starting the event socket at {}", path.display()))?,
+        ),
+        None => None,
+    };
+
+    let mode = config.effective_mode();
+    if mode == Mode::Ebpf {
+        anyhow::bail!("mode ebpf is not available in this build");
+    }
+    metrics.set_mode(metrics::Mode::Sweep);
+    tracing::info!(requested = ?config.mode, "running in sweep mode");
+
+    let diag = DiagSocket::open(config.rcvbuf).context("opening the sock_diag socket")?;
+    // Without CAP_NET_ADMIN the destroy groups may be closed to us: run without the close
+    // source then, as upstream always does (connections end when a sweep misses them).
+    let destroy = match DestroyListener::open(DEFAULT_DESTROY_RCVBUF) {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            tracing::warn!(error = %e, "no close source: short connections may be missed and final records may be stale");
+            None
+        }
+    };
+
+    let local = anonymize::local_addresses().context("listing local addresses")?;
+    let mut saver_config = SaverConfig::new(config.uuid_prefix.clone());
+    saver_config.rotation_age = config.rotation_age;
+    saver_config.flush_interval = config.flush_interval;
+    if config.anonymize_ip != Method::None {
+        let anonymizer = Anonymizer::new(config.anonymize_ip, local);
+        saver_config.anonymize = Some(Box::new(move |idm| {
+            // Dumps only carry AF_INET/AF_INET6 sockets, so `apply` cannot refuse the family.
+            anonymizer.apply(idm).ok().flatten().unwrap_or(*idm)
+        }));
+    }
+    let saver = Saver::new(saver_config).context("starting the saver")?;
+    let observer = Observer::new(
+        ObserverConfig {
+            exclusions: Exclusions::new(
+                config.exclude_local,
+                &config.exclude_srcport,
+                &config.exclude_dstip,
+            ),
+            prefix: config.uuid_prefix.clone(),
+            close_grace: if destroy.is_some() {
+                CLOSE_GRACE
+            } else {
+                Duration::ZERO
+            },
+        },
+        SaverSink::new(saver, Arc::clone(&metrics)),
+        Events(events),
+        Arc::clone(&metrics),
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::sync_channel::<Input>(SWEEP_QUEUE);
+    let (done_tx, done_rx) = mpsc::channel::<&'static str>();
+
+    let sweep_config = SweepConfig {
+        interval: config.poll_interval,
+        reps: config.reps,
+    };
+    let mut sources = Vec::new();
+    {
+        let (tx, stop, metrics) = (tx.clone(), Arc::clone(&stop), Arc::clone(&metrics));
+        sources.push(
+            thread::Builder::new()
+                .name("sweep".into())
+                .spawn(move || sources::sweep::run(diag, sweep_config, &tx, &stop, &metrics))
+                .context("starting the sweep thread")?,
+        );
+    }
+    if let Some(listener) = destroy {
+        let (tx, stop, metrics) = (tx.clone(), Arc::clone(&stop), Arc::clone(&metrics));
+        sources.push(
+            thread::Builder::new()
+                .name("close".into())
+                .spawn(move || sources::close::run(listener, &tx, &stop, &metrics))
+                .context("starting the close thread")?,
+        );
+    }
+    drop(tx);
+
+    let pipeline = {
+        let done_tx = done_tx.clone();
+        thread::Builder::new()
+            .name("pipeline".into())
+            .spawn(move || {
+                let events = run_pipeline(observer, &rx, &done_tx);
+                // Wakes the main thread when the pipeline ends by itself (`-reps`).
+                let _ = done_tx.send("pipeline finished");
+                events
+            })
+            .context("starting the pipeline thread")?
+    };
+
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("installing signal handlers")?;
+    let signal_handle = signals.handle();
+    let signal_thread = thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                tracing::info!(signal, "shutting down");
+                let _ = done_tx.send("signal");
+            }
+        })
+        .context("starting the signal thread")?;
+
+    let reason = done_rx.recv().unwrap_or("all senders gone");
+    tracing::info!(reason, "stopping sources");
+    stop.store(true, Ordering::Relaxed);
+    for source in sources {
+        if source.join().is_err() {
+            tracing::error!("a source thread panicked");
+        }
+    }
+    // The sources are gone, so the pipeline drains what they sent, closes every connection and
+    // file, and returns the event server.
+    let events = pipeline
+        .join()
+        .map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
+    if let Some(server) = events.0 {
+        let stats = server.shutdown();
+        tracing::info!(?stats, "event socket closed");
+    }
+    signal_handle.close();
+    let _ = signal_thread.join();
+    server.shutdown();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The pipeline thread: consumes inputs until every source hung up or `-reps` finished, then
+/// shuts the pipeline down. Returns the event sink so that the main thread can close the
+/// socket after the final Close events.
+fn run_pipeline(
+    mut observer: Observer<SaverSink, Events>,
+    rx: &mpsc::Receiver<Input>,
+    done: &mpsc::Sender<&'static str>,
+) -> Events {
+    let mut last_tick = Instant::now();
+    loop {
+        match rx.recv_timeout(TICK) {
+            Ok(Input::Sweep(dumps)) => {
+                let families: Vec<_> = dumps
+                    .iter()
+                    .map(|d| (d.family, d.payloads.as_deref(), d.timestamp))
+                    .collect();
+                observer.sweep(&families, Instant::now());
+            }
+            Ok(Input::Destroyed {
+                payloads,
+                timestamp,
+            }) => observer.destroyed(&payloads, timestamp, Instant::now()),
+            Ok(Input::Finished) => {
+                let _ = done.send("reps finished");
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        let now = Instant::now();
+        if now.duration_since(last_tick) >= TICK {
+            last_tick = now;
+            observer.tick(now);
+            observer.events().export(observer.metrics());
+        }
+    }
+    observer.shutdown();
+    observer.into_sinks().1
+}
+
+/// The saver as the pipeline's archive sink, exporting its counters as metrics.
+struct SaverSink {
+    saver: Saver,
+    metrics: Arc<Metrics>,
+    exported: SaverStats,
+}
+
+impl SaverSink {
+    fn new(saver: Saver, metrics: Arc<Metrics>) -> Self {
+        Self {
+            saver,
+            metrics,
+            exported: SaverStats::default(),
+        }
+    }
+
+    /// Adds what the saver counted since the last export to the Prometheus counters.
+    fn export(&mut self) {
+        let now = self.saver.stats();
+        let was = &self.exported;
+        let m = &self.metrics;
+        m.new_files.inc_by(now.files_opened - was.files_opened);
+        m.files_closed.inc_by(now.files_closed - was.files_closed);
+        m.rotations.inc_by(now.rotations - was.rotations);
+        m.lines_written
+            .inc_by(now.lines_written - was.lines_written);
+        m.compressed_bytes
+            .inc_by(now.bytes_compressed - was.bytes_compressed);
+        m.uncompressed_bytes
+            .inc_by(now.bytes_uncompressed - was.bytes_uncompressed);
+        for (class, label) in [
+            (ErrorClass::Open, SaverError::Open),
+            (ErrorClass::Encode, SaverError::Encode),
+            (ErrorClass::Write, SaverError::Write),
+            (ErrorClass::Flush, SaverError::Flush),
+            (ErrorClass::Close, SaverError::Close),
+        ] {
+            m.saver_errors
+                .get(label)
+                .inc_by(now.errors(class) - was.errors(class));
+        }
+        m.open_files.set(now.open_segments as i64);
+        self.exported = now;
+    }
+}
+
+impl ArchiveSink for SaverSink {
+    fn write(
+        &mut self,
+        cookie: u64,
+        record: &crate::record::ArchivalRecord,
+        now: Instant,
+    ) -> Result<(), String> {
+        self.saver
+            .write(cookie, record, now)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn close(&mut self, cookie: u64, _now: Instant) {
+        if let Err(e) = self.saver.close(cookie) {
+            tracing::warn!(cookie, error = %e, "closing an archive failed");
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        for e in self.saver.tick(now).errors {
+            tracing::warn!(error = %e, "saver housekeeping failed");
+        }
+        self.export();
+    }
+
+    fn shutdown(&mut self) {
+        for e in self.saver.shutdown().errors {
+            tracing::warn!(error = %e, "finishing an archive failed");
+        }
+        self.export();
+    }
+}
+
+/// The event server (if configured) as the pipeline's event sink.
+struct Events(Option<EventServer>);
+
+impl Events {
+    /// Copies the server's counters into the metrics.
+    fn export(&self, metrics: &Metrics) {
+        let Some(server) = &self.0 else { return };
+        let stats = server.stats();
+        metrics.event_clients.set(stats.clients_connected as i64);
+        let dropped = stats.events_dropped;
+        metrics
+            .events_dropped
+            .inc_by(dropped.saturating_sub(metrics.events_dropped.get()));
+        let lagging = stats.clients_dropped_lag;
+        metrics
+            .event_clients_disconnected
+            .inc_by(lagging.saturating_sub(metrics.event_clients_disconnected.get()));
+    }
+}
+
+impl EventSink for Events {
+    fn open(&self, timestamp: Timestamp, uuid: &str, first: &InetDiagMsg<'_>) {
+        if let Some(server) = &self.0 {
+            server.publish(&FlowEvent::open(
+                timestamp.to_utc(),
+                uuid,
+                FlowId::from_idm(first),
+            ));
+        }
+    }
+
+    fn close(&self, timestamp: Timestamp, uuid: &str) {
+        if let Some(server) = &self.0 {
+            server.publish(&FlowEvent::close(timestamp.to_utc(), uuid));
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The connection cache and the decisions made for every record.
+
+use super::{ArchiveSink, EventSink};
+use crate::diff::{self, Change};
+use crate::exclude::{Excluded, Exclusions};
+use crate::inetdiag::{AF_INET, InetDiagMsg};
+use crate::metrics::rates::{CycleBytes, RateAccounting};
+use crate::metrics::{ExclusionReason, FlowEvent, Metrics, Source};
+use crate::netlink::Family;
+use crate::record::{ArchivalRecord, Timestamp};
+use crate::tcpinfo;
+use crate::uuid::Prefix;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Index of `INET_DIAG_INFO` in the attribute array.
+const INFO: usize = 2;
+
+/// How long a destroyed connection's cookie is remembered, so that a sweep read before the
+/// destroy notification cannot resurrect it, nor its time-wait minisock (which keeps the cookie
+/// for up to `tcp_fin_timeout`, 60 s by default) open a second file. See [`Observer::destroyed`].
+const TOMBSTONE_TTL: Duration = Duration::from_secs(120);
+
+/// Settings of the pipeline.
+#[derive(Debug, Clone)]
+pub struct ObserverConfig {
+    /// Which sockets to ignore.
+    pub exclusions: Exclusions,
+    /// UUID prefix for events.
+    pub prefix: Prefix,
+    /// How long a connection missing from sweeps stays open waiting for its destroy
+    /// notification (which carries the exact final counters) before it is closed without one.
+    /// A connection that entered TIME_WAIT leaves the dumps before the kernel announces its
+    /// destruction. Zero when no close source runs: a missing connection closes at once, as
+    /// upstream.
+    pub close_grace: Duration,
+}
+
+/// What the cache keeps per connection: the previous poll's record (SPEC §6.1) and the last
+/// byte counters seen, for rate accounting of connections whose latest record lacks tcp_info.
+#[derive(Debug)]
+struct Conn {
+    last: ArchivalRecord,
+    /// The sweep cycle that last saw it (0 = only seen by another source).
+    seen: u64,
+    sent: u64,
+    received: u64,
+    /// When a sweep first missed it (monotonic, and as the Close event's time).
+    missing_since: Option<(Instant, Timestamp)>,
+}
+
+/// The pipeline: owns the cache and drives the sinks.
+pub struct Observer<A, E> {
+    config: ObserverConfig,
+    archive: A,
+    events: E,
+    metrics: Arc<Metrics>,
+    rates: RateAccounting,
+    cache: HashMap<u64, Conn>,
+    /// Cookies of connections ended by a destroy notification, with when.
+    tombstones: HashMap<u64, Instant>,
+    cycle: u64,
+    last_cycle_end: Option<Instant>,
+}
+
+impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
+    /// A pipeline writing to `archive` and `events`.
+    pub fn new(config: ObserverConfig, archive: A, events: E, metrics: Arc<Metrics>) -> Self {
+        let rates = RateAccounting::new(&metrics);
+        Self {
+            config,
+            archive,
+            events,
+            metrics,
+            rates,
+            cache: HashMap::new(),
+            tombstones: HashMap::new(),
+            cycle: 0,
+            last_cycle_end: None,
+        }
+    }
+
+    /// Number of connections in the cache.
+    pub fn tracked(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// The archive sink (for tests and statistics).
+    pub fn archive(&self) -> &A {
+        &self.archive
+    }
+
+    /// The event sink.
+    pub fn events(&self) -> &E {
+        &self.events
+    }
+
+    /// The metrics the pipeline updates.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Gives the sinks back (after [`shutdown`](Self::shutdown)).
+    pub fn into_sinks(self) -> (A, E) {
+        (self.archive, self.events)
+    }
+
+    /// Handles one sweep cycle: each family's dump result with the time it completed. A
+    /// family whose dump failed keeps its previous state: none of its connections is closed
+    /// this cycle (D12).
+    pub fn sweep(&mut self, families: &[(Family, Option<&[Vec<u8>]>, Timestamp)], now: Instant) {
+        self.cycle += 1;
+        let cycle = self.cycle;
+        let mut bytes = CycleBytes::default();
+        let mut failed = [false; 2];
+        let mut rate_second = None;
+        for &(family, payloads, timestamp) in families {
+            let Some(payloads) = payloads else {
+                failed[usize::from(family == Family::Inet)] = true;
+                continue;
+            };
+            if family == Family::Inet {
+                rate_second = Some(timestamp.unix_secs());
+            }
+            for payload in payloads {
+                self.observe(payload, timestamp, Source::Sweep, now);
+            }
+        }
+        // Closes: connections this cycle did not see, unless their family's dump failed, once
+        // the grace for their destroy notification has passed.
+        let detected = Timestamp::now();
+        let grace = self.config.close_grace;
+        let mut gone = Vec::new();
+        for (&cookie, conn) in &mut self.cache {
+            if conn.seen == cycle {
+                conn.missing_since = None;
+                continue;
+            }
+            if failed[usize::from(conn.last.raw_idm()[0] == AF_INET)] {
+                continue;
+            }
+            let (since, at) = *conn.missing_since.get_or_insert((now, detected));
+            if now.saturating_duration_since(since) >= grace {
+                gone.push((cookie, at));
+            }
+        }
+        for (cookie, at) in gone {
+            if let Some(conn) = self.end(cookie, at, now) {
+                bytes.closed_sent += conn.sent;
+                bytes.closed_received += conn.received;
+            }
+        }
+        for conn in self.cache.values() {
+            if conn.last.attribute(INFO).is_some() {
+                bytes.live_sent += conn.sent;
+                bytes.live_received += conn.received;
+            } else {
+                bytes.closing_sent += conn.sent;
+                bytes.closing_received += conn.received;
+            }
+        }
+        if let Some(second) = rate_second {
+            self.rates.end_cycle(second, &bytes);
+        }
+        let tracked = self.cache.len();
+        self.metrics.cache_count.observe(tracked as f64);
+        self.metrics.connections_tracked.set(tracked as i64);
+        if let Some(previous) = self.last_cycle_end.replace(now) {
+            self.metrics
+                .polling_interval
+                .observe(now.duration_since(previous).as_secs_f64());
+        }
+    }
+
+    /// Handles destroy notifications: each payload is its socket's last state. It is archived
+    /// if it differs from the previous record (so even a connection shorter than the poll
+    /// interval gets a file with exact final counters), then the connection ends at once.
+    pub fn destroyed(&mut self, payloads: &[Vec<u8>], timestamp: Timestamp, now: Instant) {
+        for payload in payloads {
+            if let Some(cookie) = self.observe(payload, timestamp, Source::Close, now) {
+                self.end(cookie, timestamp, now);
+                self.tombstones.insert(cookie, now);
+            }
+        }
+        self.metrics
+            .connections_tracked
+            .set(self.cache.len() as i64);
+    }
+
+    /// Periodic housekeeping.
+    pub fn tick(&mut self, now: Instant) {
+        self.archive.tick(now);
+        self.tombstones
+            .retain(|_, at| now.saturating_duration_since(*at) < TOMBSTONE_TTL);
+    }
+
+    /// Graceful shutdown (D11): a Close event for every open connection, then every file
+    /// finished.
+    pub fn shutdown(&mut self) {
+        let now = Instant::now();
+        let timestamp = Timestamp::now();
+        let cookies: Vec<u64> = self.cache.keys().copied().collect();
+        for cookie in cookies {
+            self.end(cookie, timestamp, now);
+        }
+        self.archive.shutdown();
+        self.metrics.connections_tracked.set(0);
+    }
+
+    /// Exclusion, record building and change detection for one payload. Returns the cookie of
+    /// the connection if the payload was accepted (not excluded, well-formed, not destroyed).
+    fn observe(
+        &mut self,
+        payload: &[u8],
+        timestamp: Timestamp,
+        source: Source,
+        now: Instant,
+    ) -> Option<u64> {
+        let Ok(idm) = InetDiagMsg::new(payload) else {
+            tracing::warn!(
+                len = payload.len(),
+                "dropping a sock_diag reply shorter than inet_diag_msg"
+            );
+            return None;
+        };
+        if let Some(reason) = self.config.exclusions.check(&idm) {
+            self.metrics.excluded.get(exclusion_label(reason)).inc();
+            return None;
+        }
+        let cookie = idm.cookie();
+        if cookie == 0 || self.tombstones.contains_key(&cookie) {
+            return None;
+        }
+        let (record, dropped) = match ArchivalRecord::from_diag_payload(payload, timestamp) {
+            Ok(built) => built,
+            Err(e) => {
+                tracing::warn!(cookie, error = %e, "dropping a malformed sock_diag reply");
+                return None;
+            }
+        };
+        if dropped.count > 0 {
+            tracing::debug!(
+                cookie,
+                count = dropped.count,
+                first_type = dropped.first_type,
+                "attributes above type 38 not archived"
+            );
+        }
+        let previous = self.cache.get(&cookie);
+        let change = match diff::compare(&record, previous.map(|c| &c.last)) {
+            Ok(change) => change,
+            Err(e) => {
+                tracing::warn!(cookie, error = %e, "record not comparable; dropped");
+                return None;
+            }
+        };
+        if change == Change::PreviousWasNil {
+            let uuid = self.config.prefix.uuid(cookie);
+            self.events.open(record.timestamp, &uuid, &idm);
+            self.metrics.flow_events.get(FlowEvent::Open).inc();
+        }
+        if change.is_change() {
+            self.metrics.snapshots.inc();
+            self.metrics.records.get(source).inc();
+            if let Err(e) = self.archive.write(cookie, &record, now) {
+                tracing::warn!(cookie, error = %e, "archiving a record failed");
+            }
+        }
+        let (sent, received) = record.attribute(INFO).map_or((None, None), |info| {
+            (
+                read_u64(info, tcpinfo::BYTES_SENT),
+                read_u64(info, tcpinfo::BYTES_RECEIVED),
+            )
+        });
+        let seen = if source == Source::Sweep {
+            self.cycle
+        } else {
+            0
+        };
+        match self.cache.get_mut(&cookie) {
+            Some(conn) => {
+                conn.last = record;
+                conn.seen = seen;
+                conn.sent = sent.unwrap_or(conn.sent);
+                conn.received = received.unwrap_or(conn.received);
+                conn.missing_since = None;
+            }
+            None => {
+                self.cache.insert(
+                    cookie,
+                    Conn {
+                        last: record,
+                        seen,
+                        sent: sent.unwrap_or(0),
+                        received: received.unwrap_or(0),
+                        missing_since: None,
+                    },
+                );
+            }
+        }
+        Some(cookie)
+    }
+
+    /// Ends a connection: Close event, file finished, cache entry removed.
+    fn end(&mut self, cookie: u64, timestamp: Timestamp, now: Instant) -> Option<Conn> {
+        let conn = self.cache.remove(&cookie)?;
+        let uuid = self.config.prefix.uuid(cookie);
+        self.events.close(timestamp.to_utc(), &uuid);
+        self.metrics.flow_events.get(FlowEvent::Close).inc();
+        self.archive.close(cookie, now);
+        Some(conn)
+    }
+}
+
+fn exclusion_label(reason: Excluded) -> ExclusionReason {
+    match reason {
+        Excluded::Local => ExclusionReason::Local,
+        Excluded::SrcPort => ExclusionReason::SrcPort,
+        Excluded::DstIp => ExclusionReason::DstIp,
+    }
+}
+
+/// A little-endian u64 at `at`, if the payload is long enough (short tcp_info lacks it).
+fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    let field: [u8; 8] = bytes.get(at..at + 8)?.try_into().ok()?;
+    Some(u64::from_le_bytes(field))
+}

@@ -1,0 +1,36 @@
+//! Where the pipeline's decisions go. The daemon plugs in the saver and the event server; tests
+//! plug in recorders.
+
+use crate::inetdiag::InetDiagMsg;
+use crate::record::{ArchivalRecord, Timestamp};
+use std::time::Instant;
+
+/// Receives the records to archive, per connection.
+pub trait ArchiveSink {
+    /// Archives `record` for connection `cookie`; the first call for a cookie starts the
+    /// connection. Errors are the sink's to count; the pipeline only logs them.
+    fn write(&mut self, cookie: u64, record: &ArchivalRecord, now: Instant) -> Result<(), String>;
+    /// Ends connection `cookie`: its file is finished and closed.
+    fn close(&mut self, cookie: u64, now: Instant);
+    /// Housekeeping: flush overdue data, close expired or idle segments.
+    fn tick(&mut self, now: Instant);
+    /// Flushes and closes everything (graceful shutdown).
+    fn shutdown(&mut self);
+}
+
+/// Receives connection open/close events.
+pub trait EventSink {
+    /// A connection was seen for the first time; `first` is its first record's RawIDM.
+    fn open(&self, timestamp: Timestamp, uuid: &str, first: &InetDiagMsg<'_>);
+    /// A connection ended.
+    fn close(&self, timestamp: Timestamp, uuid: &str);
+}
+
+/// An event sink that drops everything (no event socket configured).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoEvents;
+
+impl EventSink for NoEvents {
+    fn open(&self, _: Timestamp, _: &str, _: &InetDiagMsg<'_>) {}
+    fn close(&self, _: Timestamp, _: &str) {}
+}

@@ -1,0 +1,35 @@
+//! The sources that feed the pipeline (DESIGN §1). Each runs on its own thread and sends
+//! [`Input`]s over one bounded channel; the pipeline thread consumes them in order.
+
+pub mod close;
+pub mod sweep;
+
+use crate::netlink::Family;
+use crate::record::Timestamp;
+
+/// One family's part of a sweep.
+#[derive(Debug)]
+pub struct FamilyDump {
+    /// The family dumped.
+    pub family: Family,
+    /// The payloads, or `None` if the dump failed (the pipeline then keeps the family's state).
+    pub payloads: Option<Vec<Vec<u8>>>,
+    /// When the dump completed (shared by all its records, SPEC §3.4).
+    pub timestamp: Timestamp,
+}
+
+/// What a source hands the pipeline.
+#[derive(Debug)]
+pub enum Input {
+    /// A full sweep: AF_INET6 then AF_INET.
+    Sweep(Vec<FamilyDump>),
+    /// Destroy notifications: each payload is a socket's final state.
+    Destroyed {
+        /// The payloads (`inet_diag_msg` + attributes).
+        payloads: Vec<Vec<u8>>,
+        /// When they were received.
+        timestamp: Timestamp,
+    },
+    /// The sweep source ran its `-reps` cycles: shut down cleanly.
+    Finished,
+}

@@ -1,0 +1,112 @@
+//! The sweep source: full sock_diag dumps, AF_INET6 then AF_INET, every poll interval, over one
+//! long-lived socket (D13). A failed dump is counted and reported as such, never as an empty
+//! dump (D12).
+
+use super::{FamilyDump, Input};
+use crate::metrics::{AddressFamily, DumpFailure, ErrorType, Metrics};
+use crate::netlink::{DiagSocket, DumpError, Family};
+use crate::record::Timestamp;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::time::{Duration, Instant};
+
+/// Settings of the sweep loop.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepConfig {
+    /// Time between the starts of two cycles (a ticker: missed ticks are dropped).
+    pub interval: Duration,
+    /// Cycles to run; 0 = until stopped.
+    pub reps: u64,
+}
+
+/// Runs the sweep loop until `stop` is set, the pipeline hangs up, or `reps` cycles ran (then
+/// it sends [`Input::Finished`]).
+pub fn run(
+    mut socket: DiagSocket,
+    config: SweepConfig,
+    tx: &SyncSender<Input>,
+    stop: &AtomicBool,
+    metrics: &Arc<Metrics>,
+) {
+    let mut next = Instant::now();
+    let mut cycles = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let dumps = [Family::Inet6, Family::Inet]
+            .into_iter()
+            .map(|family| dump_family(&mut socket, family, metrics))
+            .collect();
+        if tx.send(Input::Sweep(dumps)).is_err() {
+            return;
+        }
+        cycles += 1;
+        if config.reps > 0 && cycles >= config.reps {
+            // The receiver may already be gone during shutdown; nothing else to do then.
+            let _ = tx.send(Input::Finished);
+            return;
+        }
+        next += config.interval;
+        let now = Instant::now();
+        if next <= now {
+            // A slow cycle: drop the missed ticks and start the next cycle at once.
+            next = now;
+        } else {
+            std::thread::sleep(next - now);
+        }
+    }
+}
+
+/// One family's dump, timed and counted.
+fn dump_family(socket: &mut DiagSocket, family: Family, metrics: &Metrics) -> FamilyDump {
+    let label = match family {
+        Family::Inet => AddressFamily::V4,
+        Family::Inet6 => AddressFamily::V6,
+    };
+    let start = Instant::now();
+    let mut payloads = Vec::new();
+    let result = socket.dump(family, &mut payloads);
+    let timestamp = Timestamp::now();
+    metrics
+        .syscall_time
+        .get(label)
+        .observe(start.elapsed().as_secs_f64());
+    let payloads = match result {
+        Ok(stats) => {
+            metrics
+                .connection_count
+                .get(label)
+                .observe(stats.messages as f64);
+            Some(payloads)
+        }
+        Err(e) => {
+            count_failure(&e, metrics);
+            tracing::warn!(?family, error = %e, "dump failed; keeping the previous state of this family");
+            None
+        }
+    };
+    FamilyDump {
+        family,
+        payloads,
+        timestamp,
+    }
+}
+
+fn count_failure(e: &DumpError, metrics: &Metrics) {
+    let (upstream, failure) = match e {
+        DumpError::WrongSeq { .. } => (Some(ErrorType::WrongSeqNum), DumpFailure::Malformed),
+        DumpError::WrongPid { .. } => (Some(ErrorType::WrongPid), DumpFailure::Malformed),
+        DumpError::NlmsgError { .. } => (Some(ErrorType::NlmsgError), DumpFailure::NlmsgError),
+        DumpError::Interrupted { .. } => (None, DumpFailure::Interrupted),
+        DumpError::Overrun { .. } => (None, DumpFailure::Enobufs),
+        DumpError::Send { .. } => (None, DumpFailure::Send),
+        DumpError::Recv { .. } => (None, DumpFailure::Receive),
+        DumpError::ShortError { .. }
+        | DumpError::DoneError { .. }
+        | DumpError::Frame { .. }
+        | DumpError::Truncated { .. } => (None, DumpFailure::Malformed),
+    };
+    if let Some(kind) = upstream {
+        metrics.errors.get(kind).inc();
+    }
+    metrics.dump_failures.get(failure).inc();
+}
