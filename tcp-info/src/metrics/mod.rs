@@ -1,0 +1,484 @@
+//! The daemon's Prometheus metrics (SPEC §9) and their HTTP endpoint.
+//!
+//! [`Metrics`] holds a typed handle for every upstream metric (SPEC §9.2, exact names, help
+//! strings, labels and buckets) and for the metrics this rewrite adds under new names (saver,
+//! sources, dump failures, exact queries, event socket, mode). Each instance owns a private
+//! registry, so tests can create as many as they like. [`Metrics::render`] produces the text
+//! exposition exactly as Go's client would (see [`exposition`]); [`serve`] exposes it over HTTP.
+
+pub mod buckets;
+pub mod exposition;
+pub mod gofloat;
+pub mod labels;
+pub mod rates;
+mod server;
+
+#[cfg(test)]
+mod tests;
+
+use prometheus::core::Collector;
+use prometheus::process_collector::ProcessCollector;
+use prometheus::{
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
+};
+use thiserror::Error;
+
+pub use labels::{
+    AddressFamily, ByLabel, DumpFailure, ErrorType, ExactQueryOutcome, ExclusionReason, FlowEvent,
+    LabelValue, LargeNetlinkType, Mode, SaverError, Source,
+};
+pub use server::{MetricsServer, serve};
+
+/// Errors creating the metrics or their HTTP server.
+#[derive(Debug, Error)]
+pub enum MetricsError {
+    /// A metric could not be created or registered.
+    #[error("cannot create metric {name}: {source}")]
+    Register {
+        /// The metric's name.
+        name: String,
+        /// The registry's error.
+        #[source]
+        source: prometheus::Error,
+    },
+    /// The listen address is not `[host]:port`.
+    #[error("invalid metrics listen address {addr:?}: {reason}")]
+    InvalidListenAddress {
+        /// The address as given.
+        addr: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The listen address's host name could not be resolved.
+    #[error("cannot resolve metrics listen address {addr:?}: {source}")]
+    Resolve {
+        /// The address as given.
+        addr: String,
+        /// The resolver's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Binding or listening failed.
+    #[error("cannot listen for metrics on {addr:?}: {source}")]
+    Bind {
+        /// The address as given.
+        addr: String,
+        /// The socket error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server thread could not be started.
+    #[error("cannot start the metrics server thread: {source}")]
+    Spawn {
+        /// The error from `std::thread::Builder::spawn`.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Every metric the daemon exports, with typed handles.
+///
+/// Upstream metrics (SPEC §9.2) keep their exact names, help strings, labels and buckets; the
+/// others are new names. Label values with a closed set are enums ([`labels`]) whose children are
+/// created up front, so they are exported (at 0) from the first scrape on.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+
+    // ---- upstream (SPEC §9.2) ----
+    /// `tcpinfo_syscall_time_histogram{af}`: seconds per family dump (socket, send, receive,
+    /// parse). Buckets B1.
+    pub syscall_time: ByLabel<AddressFamily, Histogram>,
+    /// `tcpinfo_polling_interval_histogram`: seconds between the ends of successive cycles.
+    /// Buckets B2.
+    pub polling_interval: Histogram,
+    /// `tcpinfo_connection_count_histogram{af}`: messages per dump, before exclusion. Buckets B3.
+    pub connection_count: ByLabel<AddressFamily, Histogram>,
+    /// `tcpinfo_cache_count_histogram`: non-excluded connections cached at the end of each cycle.
+    /// Buckets B3.
+    pub cache_count: Histogram,
+    /// `tcpinfo_error_total{type}` with upstream's `type` values.
+    pub errors: ByLabel<ErrorType, IntCounter>,
+    /// `tcpinfo_new_file_total`: every archive segment opened.
+    pub new_files: IntCounter,
+    /// `tcpinfo_send_rate_histogram`: bits sent per rate sample (SPEC §9.4). Buckets B4.
+    pub send_rate: Histogram,
+    /// `tcpinfo_receive_rate_histogram`: bits received per rate sample (SPEC §9.4). Buckets B4.
+    pub receive_rate: Histogram,
+    /// `tcpinfo_snapshot_total`: records queued for writing (new + changed).
+    pub snapshots: IntCounter,
+    /// `tcpinfo_flow_events_total{event}`: open and close events emitted (close: SPEC §12 D9).
+    pub flow_events: ByLabel<FlowEvent, IntCounter>,
+    large_netlink: IntCounterVec,
+    netlink_skipped: IntCounterVec,
+
+    // ---- new in this rewrite ----
+    /// `tcpinfo_saver_files_closed_total`: archive files closed (rotation, close or shutdown).
+    pub files_closed: IntCounter,
+    /// `tcpinfo_saver_compressed_bytes_total`: zstd bytes written to archive files.
+    pub compressed_bytes: IntCounter,
+    /// `tcpinfo_saver_uncompressed_bytes_total`: JSONL bytes fed to the compressors.
+    pub uncompressed_bytes: IntCounter,
+    /// `tcpinfo_saver_lines_total`: JSONL lines written (Metadata and snapshot lines).
+    pub lines_written: IntCounter,
+    /// `tcpinfo_saver_rotations_total`: segments closed because they reached the rotation age.
+    pub rotations: IntCounter,
+    /// `tcpinfo_saver_open_files`: archive files open now.
+    pub open_files: IntGauge,
+    /// `tcpinfo_saver_errors_total{type}`: archive I/O and encoding failures (SPEC §12 D17).
+    pub saver_errors: ByLabel<SaverError, IntCounter>,
+    /// `tcpinfo_records_total{source}`: raw records read from each source, before exclusion.
+    pub records: ByLabel<Source, IntCounter>,
+    /// `tcpinfo_excluded_records_total{reason}`: records dropped by an exclusion rule.
+    pub excluded: ByLabel<ExclusionReason, IntCounter>,
+    /// `tcpinfo_dump_failures_total{reason}`: failed family dumps (SPEC §12 D12/D13).
+    pub dump_failures: ByLabel<DumpFailure, IntCounter>,
+    /// `tcpinfo_destroy_listener_overruns_total`: receive-buffer overruns (ENOBUFS) of the
+    /// `sock_diag` destroy listener; each may have lost final snapshots.
+    pub destroy_overruns: IntCounter,
+    /// `tcpinfo_exact_queries_total{outcome}`: exact `inet_diag` queries by outcome (SPEC §13).
+    pub exact_queries: ByLabel<ExactQueryOutcome, IntCounter>,
+    /// `tcpinfo_eventsocket_clients`: event-socket clients connected now.
+    pub event_clients: IntGauge,
+    /// `tcpinfo_eventsocket_events_dropped_total`: events not delivered to a client whose queue
+    /// was full (SPEC §12 D8).
+    pub events_dropped: IntCounter,
+    /// `tcpinfo_eventsocket_clients_disconnected_total`: clients disconnected for falling behind
+    /// (SPEC §12 D8).
+    pub event_clients_disconnected: IntCounter,
+    /// `tcpinfo_connections_tracked`: connections in the cache now.
+    pub connections_tracked: IntGauge,
+    mode: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates every metric in a new private registry, with the standard `process_*` metrics and
+    /// `git_short_commit{commit="<git_commit>"}` set to the commit parsed as hexadecimal (0 if it
+    /// does not parse, as upstream's `prometheusx` does).
+    pub fn new(git_commit: &str) -> Result<Self, MetricsError> {
+        let r = Registry::new();
+        let metrics = Self {
+            syscall_time: histogram_by(
+                &r,
+                "tcpinfo_syscall_time_histogram",
+                "netlink syscall latency distribution (seconds)",
+                "af",
+                &buckets::B1_SYSCALL_SECONDS,
+            )?,
+            polling_interval: histogram(
+                &r,
+                "tcpinfo_polling_interval_histogram",
+                "netlink polling interval distribution (seconds)",
+                &buckets::b2_polling_seconds(),
+            )?,
+            connection_count: histogram_by(
+                &r,
+                "tcpinfo_connection_count_histogram",
+                "connection count histogram",
+                "af",
+                &buckets::B3_COUNTS,
+            )?,
+            cache_count: histogram(
+                &r,
+                "tcpinfo_cache_count_histogram",
+                "cache connection count histogram",
+                &buckets::B3_COUNTS,
+            )?,
+            errors: counter_by(
+                &r,
+                "tcpinfo_error_total",
+                "The total number of errors encountered.",
+                "type",
+            )?,
+            new_files: counter(&r, "tcpinfo_new_file_total", "Number of files created.")?,
+            send_rate: histogram(
+                &r,
+                "tcpinfo_send_rate_histogram",
+                "send rate histogram",
+                &buckets::B4_RATES,
+            )?,
+            receive_rate: histogram(
+                &r,
+                "tcpinfo_receive_rate_histogram",
+                "receive rate histogram",
+                &buckets::B4_RATES,
+            )?,
+            snapshots: counter(&r, "tcpinfo_snapshot_total", "Number of snapshots taken.")?,
+            flow_events: counter_by(
+                &r,
+                "tcpinfo_flow_events_total",
+                "Number of flow events by event type.",
+                "event",
+            )?,
+            large_netlink: counter_vec(
+                &r,
+                "large_netlink_total",
+                "Number of oversize netlink messages.",
+                "type",
+            )?,
+            netlink_skipped: counter_vec(
+                &r,
+                "netlink_skipped_total",
+                "Number of skipped netlink messages.",
+                "type",
+            )?,
+            files_closed: counter(
+                &r,
+                "tcpinfo_saver_files_closed_total",
+                "Number of archive files closed.",
+            )?,
+            compressed_bytes: counter(
+                &r,
+                "tcpinfo_saver_compressed_bytes_total",
+                "Compressed bytes written to archive files.",
+            )?,
+            uncompressed_bytes: counter(
+                &r,
+                "tcpinfo_saver_uncompressed_bytes_total",
+                "Uncompressed JSONL bytes written to archive files.",
+            )?,
+            lines_written: counter(
+                &r,
+                "tcpinfo_saver_lines_total",
+                "Number of JSONL lines written to archive files.",
+            )?,
+            rotations: counter(
+                &r,
+                "tcpinfo_saver_rotations_total",
+                "Number of archive segments closed because they reached the rotation age.",
+            )?,
+            open_files: gauge(
+                &r,
+                "tcpinfo_saver_open_files",
+                "Number of archive files currently open.",
+            )?,
+            saver_errors: counter_by(
+                &r,
+                "tcpinfo_saver_errors_total",
+                "Number of archive file errors by type.",
+                "type",
+            )?,
+            records: counter_by(
+                &r,
+                "tcpinfo_records_total",
+                "Number of socket records read, by source, before exclusion.",
+                "source",
+            )?,
+            excluded: counter_by(
+                &r,
+                "tcpinfo_excluded_records_total",
+                "Number of socket records dropped by an exclusion rule.",
+                "reason",
+            )?,
+            dump_failures: counter_by(
+                &r,
+                "tcpinfo_dump_failures_total",
+                "Number of failed netlink dumps by reason.",
+                "reason",
+            )?,
+            destroy_overruns: counter(
+                &r,
+                "tcpinfo_destroy_listener_overruns_total",
+                "Number of receive buffer overruns of the socket destroy listener.",
+            )?,
+            exact_queries: counter_by(
+                &r,
+                "tcpinfo_exact_queries_total",
+                "Number of exact inet_diag queries by outcome.",
+                "outcome",
+            )?,
+            event_clients: gauge(
+                &r,
+                "tcpinfo_eventsocket_clients",
+                "Number of event socket clients connected.",
+            )?,
+            events_dropped: counter(
+                &r,
+                "tcpinfo_eventsocket_events_dropped_total",
+                "Number of events not delivered to a client whose queue was full.",
+            )?,
+            event_clients_disconnected: counter(
+                &r,
+                "tcpinfo_eventsocket_clients_disconnected_total",
+                "Number of event socket clients disconnected for falling behind.",
+            )?,
+            connections_tracked: gauge(
+                &r,
+                "tcpinfo_connections_tracked",
+                "Number of connections currently tracked.",
+            )?,
+            mode: gauge_vec(
+                &r,
+                "tcpinfo_mode",
+                "Collection mode in use (1 for the active mode).",
+                "mode",
+            )?,
+            registry: r,
+        };
+        metrics.set_git_commit(git_commit)?;
+        register(&metrics.registry, "process_*", ProcessCollector::for_self())?;
+        Ok(metrics)
+    }
+
+    fn set_git_commit(&self, git_commit: &str) -> Result<(), MetricsError> {
+        let name = "git_short_commit";
+        let vec = GaugeVec::new(
+            Opts::new(name, "The git commit interpreted as a number."),
+            &["commit"],
+        )
+        .map_err(|source| register_error(name, source))?;
+        register(&self.registry, name, vec.clone())?;
+        vec.get_metric_with_label_values(&[git_commit])
+            .map_err(|source| register_error(name, source))?
+            .set(git_commit_number(git_commit));
+        Ok(())
+    }
+
+    /// Records the collection mode in use: `tcpinfo_mode{mode="<mode>"} 1`, and no other series.
+    pub fn set_mode(&self, mode: Mode) {
+        self.mode.reset();
+        match self.mode.get_metric_with_label_values(&[mode.as_str()]) {
+            Ok(gauge) => gauge.set(1),
+            Err(e) => tracing::error!("cannot set tcpinfo_mode: {e}"),
+        }
+    }
+
+    /// Counts one payload longer than the decoder's struct (`large_netlink_total{type}`).
+    ///
+    /// Upstream's collector never increments it, so its series are created on first use only.
+    pub fn inc_large_netlink(&self, kind: LargeNetlinkType) {
+        inc_child(&self.large_netlink, kind.as_str());
+    }
+
+    /// Counts one attribute the decoder skipped (`netlink_skipped_total{type}`), named as
+    /// upstream does ([`labels::netlink_skipped_type`]). Created on first use, like
+    /// [`Metrics::inc_large_netlink`].
+    pub fn inc_netlink_skipped(&self, attribute_type: u16) {
+        inc_child(
+            &self.netlink_skipped,
+            &labels::netlink_skipped_type(attribute_type),
+        );
+    }
+
+    /// The registry, for callers that add collectors of their own.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The text exposition of every metric, as served on `/metrics`.
+    pub fn render(&self) -> String {
+        exposition::encode(&self.registry.gather())
+    }
+}
+
+/// `git_short_commit`'s value: the commit parsed as a signed 64-bit hexadecimal number (Go's
+/// `strconv.ParseInt(commit, 16, 64)`, which also accepts a leading sign), 0 if that fails.
+pub fn git_commit_number(commit: &str) -> f64 {
+    i64::from_str_radix(commit, 16).map_or(0.0, |n| n as f64)
+}
+
+fn register_error(name: &str, source: prometheus::Error) -> MetricsError {
+    MetricsError::Register {
+        name: name.to_owned(),
+        source,
+    }
+}
+
+fn register<C: Collector + 'static>(
+    registry: &Registry,
+    name: &str,
+    collector: C,
+) -> Result<(), MetricsError> {
+    registry
+        .register(Box::new(collector))
+        .map_err(|source| register_error(name, source))
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, MetricsError> {
+    let c = IntCounter::new(name, help).map_err(|source| register_error(name, source))?;
+    register(registry, name, c.clone())?;
+    Ok(c)
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> Result<IntGauge, MetricsError> {
+    let g = IntGauge::new(name, help).map_err(|source| register_error(name, source))?;
+    register(registry, name, g.clone())?;
+    Ok(g)
+}
+
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+) -> Result<IntCounterVec, MetricsError> {
+    let v = IntCounterVec::new(Opts::new(name, help), &[label])
+        .map_err(|source| register_error(name, source))?;
+    register(registry, name, v.clone())?;
+    Ok(v)
+}
+
+fn gauge_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+) -> Result<IntGaugeVec, MetricsError> {
+    let v = IntGaugeVec::new(Opts::new(name, help), &[label])
+        .map_err(|source| register_error(name, source))?;
+    register(registry, name, v.clone())?;
+    Ok(v)
+}
+
+fn counter_by<E: LabelValue>(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+) -> Result<ByLabel<E, IntCounter>, MetricsError> {
+    let v = counter_vec(registry, name, help, label)?;
+    ByLabel::build(|value| {
+        v.get_metric_with_label_values(&[value])
+            .map_err(|source| register_error(name, source))
+    })
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+) -> Result<Histogram, MetricsError> {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(bounds.to_vec()))
+        .map_err(|source| register_error(name, source))?;
+    register(registry, name, h.clone())?;
+    Ok(h)
+}
+
+fn histogram_by<E: LabelValue>(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+    bounds: &[f64],
+) -> Result<ByLabel<E, Histogram>, MetricsError> {
+    let v = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(bounds.to_vec()),
+        &[label],
+    )
+    .map_err(|source| register_error(name, source))?;
+    register(registry, name, v.clone())?;
+    ByLabel::build(|value| {
+        v.get_metric_with_label_values(&[value])
+            .map_err(|source| register_error(name, source))
+    })
+}
+
+fn inc_child(vec: &IntCounterVec, value: &str) {
+    match vec.get_metric_with_label_values(&[value]) {
+        Ok(counter) => counter.inc(),
+        // Only a label-count mismatch fails here, and every vec has exactly one label.
+        Err(e) => tracing::error!("cannot increment metric child {value:?}: {e}"),
+    }
+}
