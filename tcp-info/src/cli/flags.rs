@@ -1,0 +1,387 @@
+//! The flag table, the command-line grammar, environment variable names and the usage text.
+//!
+//! The grammar is Go's `flag` package (upstream's), which clap cannot express: long names after
+//! a single dash (`-output`), names containing dots (`-anonymize.ip`), a non-boolean flag taking
+//! the next argument whatever it looks like (`-output -x` sets `-x`), and a boolean flag taking a
+//! value only after `=`. Two dashes are accepted as well, so GNU habits work too.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt::Write as _;
+use std::os::unix::ffi::OsStrExt as _;
+
+use super::CliError;
+
+/// How a flag takes values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// `-name` means true; a value only as `-name=value` (Go `strconv.ParseBool` spellings).
+    Bool,
+    /// One value (`-name=value` or `-name value`); the last occurrence wins.
+    Value,
+    /// Values accumulate across occurrences, and each is split on `,`.
+    List,
+}
+
+/// One flag.
+#[derive(Debug)]
+pub(super) struct Spec {
+    /// The name, without dashes.
+    pub(super) name: &'static str,
+    pub(super) kind: Kind,
+    /// What the value looks like, for the usage text.
+    pub(super) value: &'static str,
+    /// The default as shown in the usage text.
+    pub(super) default: &'static str,
+    pub(super) help: &'static str,
+}
+
+pub(super) const REPS: &str = "reps";
+pub(super) const TRACE: &str = "trace";
+pub(super) const OUTPUT: &str = "output";
+pub(super) const EXCLUDE_SRCPORT: &str = "exclude-srcport";
+pub(super) const EXCLUDE_DSTIP: &str = "exclude-dstip";
+pub(super) const EVENT_SOCKET: &str = "tcpinfo.eventsocket";
+pub(super) const LISTEN_ADDRESS: &str = "prometheusx.listen-address";
+pub(super) const ANONYMIZE_IP: &str = "anonymize.ip";
+pub(super) const UUID_PREFIX_FILE: &str = "uuid-prefix-file";
+pub(super) const LOGX_DEBUG: &str = "logx.debug";
+pub(super) const MODE: &str = "mode";
+pub(super) const POLL_INTERVAL: &str = "poll-interval";
+pub(super) const ROTATION_AGE: &str = "rotation-age";
+pub(super) const FLUSH_INTERVAL: &str = "flush-interval";
+pub(super) const EXCLUDE_LOCAL: &str = "exclude-local";
+pub(super) const RCVBUF: &str = "rcvbuf";
+
+/// Every flag: upstream's (SPEC §2.1) first, then this implementation's additions.
+pub(super) const FLAGS: &[Spec] = &[
+    Spec {
+        name: REPS,
+        kind: Kind::Value,
+        value: "N",
+        default: "0",
+        help: "Number of poll cycles to run, then shut down cleanly; 0 runs forever.",
+    },
+    Spec {
+        name: TRACE,
+        kind: Kind::Bool,
+        value: "",
+        default: "false",
+        help: "Accepted for compatibility with the Go tcp-info and ignored (no Go runtime trace).",
+    },
+    Spec {
+        name: OUTPUT,
+        kind: Kind::Value,
+        value: "DIR",
+        default: "\"\" (the working directory)",
+        help: "Output root; created with its parents, and the daemon changes directory into it.",
+    },
+    Spec {
+        name: EXCLUDE_SRCPORT,
+        kind: Kind::List,
+        value: "PORT[,PORT...]",
+        default: "none",
+        help: "Local ports whose connections are not recorded (0-65535). Repeatable.",
+    },
+    Spec {
+        name: EXCLUDE_DSTIP,
+        kind: Kind::List,
+        value: "IP[/LEN][,...]",
+        default: "none",
+        help: "Remote addresses or CIDR blocks whose connections are not recorded; an IPv4 entry \
+               also matches its ::ffff: form. Repeatable.",
+    },
+    Spec {
+        name: EVENT_SOCKET,
+        kind: Kind::Value,
+        value: "PATH",
+        default: "\"\" (disabled)",
+        help: "Unix socket on which open/close events are published.",
+    },
+    Spec {
+        name: LISTEN_ADDRESS,
+        kind: Kind::Value,
+        value: "[HOST]:PORT",
+        default: ":9990",
+        help: "HTTP listen address for the Prometheus metrics; :0 picks a free port.",
+    },
+    Spec {
+        name: ANONYMIZE_IP,
+        kind: Kind::Value,
+        value: "none|netblock",
+        default: "none",
+        help: "Anonymization of remote addresses in the archives: none, or netblock (IPv4 /24, \
+               IPv6 /48).",
+    },
+    Spec {
+        name: UUID_PREFIX_FILE,
+        kind: Kind::Value,
+        value: "FILE",
+        default: "an unsafe <name>_<boottime>_unsafe prefix",
+        help: "File whose exact bytes are the UUID prefix; read at start-up.",
+    },
+    Spec {
+        name: LOGX_DEBUG,
+        kind: Kind::Bool,
+        value: "",
+        default: "false",
+        help: "Enable debug logging.",
+    },
+    Spec {
+        name: MODE,
+        kind: Kind::Value,
+        value: "auto|ebpf|sweep",
+        default: "sweep",
+        help: "Collection mode. sweep dumps every socket each poll interval. ebpf is not \
+               available in this build yet, and auto runs sweep.",
+    },
+    Spec {
+        name: POLL_INTERVAL,
+        kind: Kind::Value,
+        value: "DURATION",
+        default: "10ms",
+        help: "Time between full socket dumps (Go duration syntax: 10ms, 1s, 1m30s).",
+    },
+    Spec {
+        name: ROTATION_AGE,
+        kind: Kind::Value,
+        value: "DURATION",
+        default: "10m",
+        help: "Age at which an archive segment is closed and the next record starts a new one.",
+    },
+    Spec {
+        name: FLUSH_INTERVAL,
+        kind: Kind::Value,
+        value: "DURATION",
+        default: "1s",
+        help: "Longest time written records may stay in memory before they reach the file.",
+    },
+    Spec {
+        name: EXCLUDE_LOCAL,
+        kind: Kind::Bool,
+        value: "",
+        default: "true",
+        help: "Skip connections with a loopback, link-local, multicast or unspecified address at \
+               either end (-exclude-local=false to record them).",
+    },
+    Spec {
+        name: RCVBUF,
+        kind: Kind::Value,
+        value: "BYTES",
+        default: "8388608",
+        help: "Receive buffer size of the netlink sockets, in bytes.",
+    },
+];
+
+/// The environment variable of a flag: upper-cased, every character outside `[A-Z0-9]` replaced
+/// by `_`, and a `_` in front of a leading digit (SPEC §2.2).
+pub(super) fn env_name(flag: &str) -> String {
+    let mut out: String = flag
+        .chars()
+        .map(|c| match c.to_ascii_uppercase() {
+            u @ ('A'..='Z' | '0'..='9') => u,
+            _ => '_',
+        })
+        .collect();
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// The index in [`FLAGS`] of the flag called `name`.
+fn index_of(name: &str) -> Option<usize> {
+    FLAGS.iter().position(|s| s.name == name)
+}
+
+/// The raw values each flag was given on the command line, in order.
+#[derive(Debug, Default)]
+pub(super) struct Occurrences(Vec<Vec<OsString>>);
+
+impl Occurrences {
+    /// The values given for `name` (empty if the flag was not on the command line).
+    pub(super) fn get(&self, name: &str) -> &[OsString] {
+        index_of(name)
+            .and_then(|i| self.0.get(i))
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Splits the command line (without the program name) into flag values, following Go's `flag`.
+pub(super) fn tokenize(args: impl IntoIterator<Item = OsString>) -> Result<Occurrences, CliError> {
+    let mut found = Occurrences(vec![Vec::new(); FLAGS.len()]);
+    let mut args = args.into_iter();
+    // The bare boolean flag just seen, to explain a following `true`/`false`.
+    let mut bare_bool: Option<&str> = None;
+    while let Some(arg) = args.next() {
+        let bytes = arg.as_bytes();
+        if bytes.len() < 2 || bytes[0] != b'-' {
+            let mut err = positional(&arg);
+            if let (Some(flag), CliError::Usage { message }) = (bare_bool, &mut err) {
+                let _ = write!(
+                    message,
+                    "; a boolean flag takes its value only after '=', as in -{flag}={}",
+                    arg.to_string_lossy()
+                );
+            }
+            return Err(err);
+        }
+        let dashes = if bytes[1] == b'-' { "--" } else { "-" };
+        if arg.len() == 2 && dashes == "--" {
+            // `--` ends the flags; whatever follows is positional.
+            return match args.next() {
+                Some(next) => Err(positional(&next)),
+                None => Ok(found),
+            };
+        }
+        let body = &bytes[dashes.len()..];
+        if matches!(body.first(), Some(b'-' | b'=')) {
+            return Err(CliError::usage(format!(
+                "bad flag syntax: {}",
+                arg.to_string_lossy()
+            )));
+        }
+        let (name_bytes, inline) = match body.iter().position(|&b| b == b'=') {
+            Some(eq) => (&body[..eq], Some(OsStr::from_bytes(&body[eq + 1..]))),
+            None => (body, None),
+        };
+        let name = std::str::from_utf8(name_bytes).unwrap_or("");
+        if name == "h" || name == "help" {
+            return Err(CliError::Help { usage: usage() });
+        }
+        let Some(index) = index_of(name) else {
+            let shown = String::from_utf8_lossy(name_bytes);
+            return Err(CliError::usage(format!(
+                "flag provided but not defined: {dashes}{shown}"
+            )));
+        };
+        bare_bool =
+            (FLAGS[index].kind == Kind::Bool && inline.is_none()).then_some(FLAGS[index].name);
+        let value = match (FLAGS[index].kind, inline) {
+            (_, Some(value)) => value.to_owned(),
+            // A bare boolean never consumes the next argument.
+            (Kind::Bool, None) => OsString::from("true"),
+            (_, None) => args
+                .next()
+                .ok_or_else(|| CliError::usage(format!("flag needs an argument: -{name}")))?,
+        };
+        found.0[index].push(value);
+    }
+    Ok(found)
+}
+
+fn positional(arg: &OsStr) -> CliError {
+    CliError::usage(format!(
+        "unexpected argument {:?}: tcp-info takes only flags",
+        arg.to_string_lossy()
+    ))
+}
+
+/// The `-help` text.
+pub fn usage() -> String {
+    let mut out = String::from(
+        "Usage: tcp-info [flags]\n\n\
+         Records the tcp_info of every TCP connection into zstd-compressed JSONL\n\
+         archives.\n\n\
+         A flag takes one or two dashes and its value after '=' or as the next argument\n\
+         (-output=/data, --output /data); a boolean flag takes a value only after '='\n\
+         (-exclude-local=false). Every flag can also be set with the environment variable\n\
+         shown; a flag on the command line wins over its variable. List variables are\n\
+         comma-separated.\n\nFlags:\n",
+    );
+    for spec in FLAGS {
+        let _ = write!(out, "  -{}", spec.name);
+        if spec.kind != Kind::Bool {
+            let _ = write!(out, " {}", spec.value);
+        }
+        out.push('\n');
+        let note = format!("(env {}; default {})", env_name(spec.name), spec.default);
+        wrap_into(&mut out, spec.help);
+        wrap_into(&mut out, &note);
+    }
+    out
+}
+
+/// Usage text width, indentation included.
+const USAGE_WIDTH: usize = 80;
+const USAGE_INDENT: &str = "        ";
+
+/// Appends `text` word-wrapped to [`USAGE_WIDTH`], each line indented by [`USAGE_INDENT`].
+fn wrap_into(out: &mut String, text: &str) {
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && USAGE_INDENT.len() + line.len() + 1 + word.len() > USAGE_WIDTH {
+            let _ = writeln!(out, "{USAGE_INDENT}{line}");
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        let _ = writeln!(out, "{USAGE_INDENT}{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_follow_the_shell_rule() {
+        let cases = [
+            ("reps", "REPS"),
+            ("tcpinfo.eventsocket", "TCPINFO_EVENTSOCKET"),
+            ("prometheusx.listen-address", "PROMETHEUSX_LISTEN_ADDRESS"),
+            ("uuid-prefix-file", "UUID_PREFIX_FILE"),
+            ("anonymize.ip", "ANONYMIZE_IP"),
+            ("logx.debug", "LOGX_DEBUG"),
+            ("exclude-srcport", "EXCLUDE_SRCPORT"),
+            ("poll-interval", "POLL_INTERVAL"),
+            ("9lives", "_9LIVES"),
+            ("a\u{e9}b", "A_B"),
+        ];
+        for (flag, want) in cases {
+            assert_eq!(env_name(flag), want);
+        }
+    }
+
+    #[test]
+    fn flag_names_are_unique_and_distinct_from_help() {
+        for (i, spec) in FLAGS.iter().enumerate() {
+            assert_eq!(index_of(spec.name), Some(i), "{} listed twice", spec.name);
+            assert!(spec.name != "h" && spec.name != "help");
+        }
+    }
+
+    #[test]
+    fn usage_lists_every_flag_with_its_variable() {
+        let text = usage();
+        for spec in FLAGS {
+            assert!(text.contains(&format!("  -{}", spec.name)), "{}", spec.name);
+            assert!(
+                text.contains(&format!("(env {};", env_name(spec.name))),
+                "{}",
+                spec.name
+            );
+        }
+        for line in text.lines() {
+            assert!(line.chars().count() <= USAGE_WIDTH, "too wide: {line:?}");
+        }
+    }
+
+    #[test]
+    fn wrapping_keeps_every_word() {
+        let mut out = String::new();
+        let text = "one two three four five six seven eight nine ten eleven twelve thirteen \
+                    fourteen fifteen sixteen seventeen eighteen nineteen twenty";
+        wrap_into(&mut out, text);
+        assert!(out.lines().count() > 1);
+        assert!(
+            out.lines()
+                .all(|l| l.starts_with(USAGE_INDENT) && l.len() <= USAGE_WIDTH)
+        );
+        let words: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(words, text.split_whitespace().collect::<Vec<_>>());
+    }
+}

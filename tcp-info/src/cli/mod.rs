@@ -1,0 +1,434 @@
+//! The daemon's configuration: command-line flags and their environment variables (SPEC §2).
+//!
+//! Upstream's flags keep their names, spellings, environment variables and defaults; the flags
+//! this implementation adds (`-mode`, `-poll-interval`, `-rotation-age`, `-flush-interval`,
+//! `-exclude-local`, `-rcvbuf`) have defaults that reproduce upstream behaviour.
+//!
+//! - **Grammar:** Go's `flag` package, plus two dashes (see [`usage`]).
+//! - **Environment:** each flag's variable is its name upper-cased with every character outside
+//!   `[A-Z0-9]` replaced by `_`. The command line wins; a variable shadowed by a flag is reported
+//!   as a warning. List variables are split on `,`.
+//! - **Errors:** any invalid value, from a flag or a variable, is fatal and names its source
+//!   (SPEC §12 D10), unlike upstream, which skipped bad ports and addresses and ignored bad
+//!   variables.
+//!
+//! [`parse`] takes the environment as a function so that tests need not touch the process
+//! environment; [`parse_process`] reads the real one. Parsing reads the UUID prefix file (SPEC
+//! §2.5: relative to the original working directory) or computes the default prefix, but has no
+//! other side effects: the warnings it finds come back in [`Parsed::messages`] for the caller to
+//! log once logging is set up.
+//!
+//! `-mode` accepts `auto|ebpf|sweep`, but eBPF collection arrives with the eBPF work: until then
+//! `ebpf` is rejected ("mode ebpf is not available in this build") and `auto` runs sweep mode
+//! with an informational message.
+
+mod duration;
+mod error;
+mod flags;
+mod ipnet;
+mod values;
+
+#[cfg(test)]
+mod tests;
+
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use error::{CliError, Origin};
+pub use flags::usage;
+pub use ipnet::IpNet;
+pub use values::{ListenAddress, Mode};
+
+use crate::anonymize::Method;
+use crate::uuid::Prefix;
+use flags::{
+    ANONYMIZE_IP, EVENT_SOCKET, EXCLUDE_DSTIP, EXCLUDE_LOCAL, EXCLUDE_SRCPORT, FLUSH_INTERVAL,
+    LISTEN_ADDRESS, LOGX_DEBUG, MODE, OUTPUT, Occurrences, POLL_INTERVAL, RCVBUF, REPS,
+    ROTATION_AGE, TRACE, UUID_PREFIX_FILE,
+};
+
+/// Default `-poll-interval` (upstream's fixed 10 ms, SPEC §2.3).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// Default `-rotation-age` (upstream's fixed 10 min, SPEC §6.3).
+pub const DEFAULT_ROTATION_AGE: Duration = Duration::from_secs(600);
+/// Default `-flush-interval`.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Default `-rcvbuf`: 8 MiB.
+pub const DEFAULT_RCVBUF: usize = 8 << 20;
+/// The variable naming the pod, preferred over the hostname in the default UUID prefix.
+pub const POD_NAME_VAR: &str = "POD_NAME";
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `-reps`: poll cycles to run before a clean shutdown; 0 runs forever.
+    pub reps: u64,
+    /// `-trace`: accepted and ignored.
+    pub trace: bool,
+    /// `-output`: the output root to create and change into; `None` keeps the working directory.
+    pub output: Option<PathBuf>,
+    /// `-exclude-srcport`: local ports to skip, in the order given.
+    pub exclude_srcport: Vec<u16>,
+    /// `-exclude-dstip`: remote addresses or blocks to skip, in the order given.
+    pub exclude_dstip: Vec<IpNet>,
+    /// `-tcpinfo.eventsocket`: where to publish events; `None` disables the event socket.
+    pub event_socket: Option<PathBuf>,
+    /// `-prometheusx.listen-address`.
+    pub listen_address: ListenAddress,
+    /// `-anonymize.ip`.
+    pub anonymize_ip: Method,
+    /// `-uuid-prefix-file`, if given (already read into `uuid_prefix`).
+    pub uuid_prefix_file: Option<PathBuf>,
+    /// The UUID prefix: the file's bytes verbatim, or the unsafe default.
+    pub uuid_prefix: Prefix,
+    /// `-logx.debug`.
+    pub debug: bool,
+    /// `-mode` as requested; see [`Config::effective_mode`].
+    pub mode: Mode,
+    /// `-poll-interval`: time between full sweeps.
+    pub poll_interval: Duration,
+    /// `-rotation-age`: age at which an archive segment is closed.
+    pub rotation_age: Duration,
+    /// `-flush-interval`: bound on how long written records stay in memory.
+    pub flush_interval: Duration,
+    /// `-exclude-local`: skip loopback, link-local, multicast and unspecified addresses (SPEC §8.2).
+    pub exclude_local: bool,
+    /// `-rcvbuf`: netlink receive buffer size in bytes.
+    pub rcvbuf: usize,
+}
+
+impl Config {
+    /// The mode that will run: `auto` resolves to sweep in this build (eBPF support is not
+    /// built yet, and `ebpf` itself is rejected by [`parse`]).
+    pub fn effective_mode(&self) -> Mode {
+        match self.mode {
+            Mode::Auto | Mode::Sweep => Mode::Sweep,
+            Mode::Ebpf => Mode::Ebpf,
+        }
+    }
+
+    /// One `Argument <name>=<value>` line per flag with its effective value, as upstream logs
+    /// at start-up. Lists are comma-separated; the prefix file line also shows the prefix.
+    pub fn argument_lines(&self) -> Vec<String> {
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        };
+        let join = |items: Vec<String>| items.join(",");
+        let prefix_file = format!(
+            "{} (prefix \"{}\")",
+            path(&self.uuid_prefix_file),
+            self.uuid_prefix.as_str().escape_debug()
+        );
+        let values: [(&str, String); 16] = [
+            (REPS, self.reps.to_string()),
+            (TRACE, self.trace.to_string()),
+            (OUTPUT, path(&self.output)),
+            (
+                EXCLUDE_SRCPORT,
+                join(self.exclude_srcport.iter().map(u16::to_string).collect()),
+            ),
+            (
+                EXCLUDE_DSTIP,
+                join(self.exclude_dstip.iter().map(IpNet::to_string).collect()),
+            ),
+            (EVENT_SOCKET, path(&self.event_socket)),
+            (LISTEN_ADDRESS, self.listen_address.to_string()),
+            (
+                ANONYMIZE_IP,
+                values::anonymize_name(self.anonymize_ip).to_owned(),
+            ),
+            (UUID_PREFIX_FILE, prefix_file),
+            (LOGX_DEBUG, self.debug.to_string()),
+            (MODE, self.mode.to_string()),
+            (
+                POLL_INTERVAL,
+                duration::format_go_duration(self.poll_interval),
+            ),
+            (
+                ROTATION_AGE,
+                duration::format_go_duration(self.rotation_age),
+            ),
+            (
+                FLUSH_INTERVAL,
+                duration::format_go_duration(self.flush_interval),
+            ),
+            (EXCLUDE_LOCAL, self.exclude_local.to_string()),
+            (RCVBUF, self.rcvbuf.to_string()),
+        ];
+        values
+            .into_iter()
+            .map(|(name, value)| format!("Argument {name}={value}"))
+            .collect()
+    }
+
+    /// Logs [`Config::argument_lines`] at info level.
+    pub fn log_arguments(&self) {
+        for line in self.argument_lines() {
+            tracing::info!("{line}");
+        }
+    }
+}
+
+/// How important a [`Message`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Worth knowing (e.g. `-mode=auto` resolved to sweep).
+    Info,
+    /// Probably a mistake that did not stop start-up (e.g. a variable shadowed by a flag).
+    Warn,
+}
+
+/// Something parsing noticed and the caller should log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Its level.
+    pub level: Level,
+    /// Its text.
+    pub text: String,
+}
+
+/// The result of a successful [`parse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    /// The configuration.
+    pub config: Config,
+    /// Warnings and notices, in the order found.
+    pub messages: Vec<Message>,
+}
+
+impl Parsed {
+    /// Logs [`Parsed::messages`] through `tracing`.
+    pub fn log_messages(&self) {
+        for m in &self.messages {
+            match m.level {
+                Level::Info => tracing::info!("{}", m.text),
+                Level::Warn => tracing::warn!("{}", m.text),
+            }
+        }
+    }
+}
+
+/// Builds the configuration from `args` (the command line **without** the program name) and
+/// `env` (a lookup of environment variables; also consulted for `POD_NAME`).
+pub fn parse(
+    args: impl IntoIterator<Item = OsString>,
+    env: &impl Fn(&str) -> Option<OsString>,
+) -> Result<Parsed, CliError> {
+    let mut inputs = Inputs {
+        given: flags::tokenize(args)?,
+        env,
+        messages: Vec::new(),
+    };
+    let config = inputs.config()?;
+    Ok(Parsed {
+        config,
+        messages: inputs.messages,
+    })
+}
+
+/// [`parse`] on this process's arguments and environment.
+pub fn parse_process() -> Result<Parsed, CliError> {
+    parse(std::env::args_os().skip(1), &|name: &str| {
+        std::env::var_os(name)
+    })
+}
+
+/// The command line and environment, and what has been noticed while reading them.
+struct Inputs<'a, E> {
+    given: Occurrences,
+    env: &'a E,
+    messages: Vec<Message>,
+}
+
+impl<E: Fn(&str) -> Option<OsString>> Inputs<'_, E> {
+    fn config(&mut self) -> Result<Config, CliError> {
+        let reps = self.value(REPS, 0, values::parse_reps)?;
+        let trace = self.value(TRACE, false, values::parse_bool)?;
+        if trace {
+            self.warn(format!(
+                "-{TRACE} is accepted for compatibility and ignored: no Go runtime trace is written"
+            ));
+        }
+        let output = self.path(OUTPUT).map(|(_, p)| p);
+        let exclude_srcport = self.list(EXCLUDE_SRCPORT, values::parse_port)?;
+        let exclude_dstip = self.list(EXCLUDE_DSTIP, str::parse::<IpNet>)?;
+        let event_socket = self.path(EVENT_SOCKET).map(|(_, p)| p);
+        let listen_address = self.value(LISTEN_ADDRESS, ListenAddress::default(), str::parse)?;
+        let anonymize_ip = self.value(ANONYMIZE_IP, Method::None, values::parse_anonymize)?;
+        let (uuid_prefix_file, uuid_prefix) = self.uuid_prefix()?;
+        let debug = self.value(LOGX_DEBUG, false, values::parse_bool)?;
+        let mode = self.value(MODE, Mode::Sweep, parse_mode)?;
+        if mode == Mode::Auto {
+            self.messages.push(Message {
+                level: Level::Info,
+                text:
+                    "mode auto: eBPF collection is not available in this build; running sweep mode"
+                        .to_owned(),
+            });
+        }
+        let positive = duration::parse_positive_duration;
+        Ok(Config {
+            reps,
+            trace,
+            output,
+            exclude_srcport,
+            exclude_dstip,
+            event_socket,
+            listen_address,
+            anonymize_ip,
+            uuid_prefix_file,
+            uuid_prefix,
+            debug,
+            mode,
+            poll_interval: self.value(POLL_INTERVAL, DEFAULT_POLL_INTERVAL, positive)?,
+            rotation_age: self.value(ROTATION_AGE, DEFAULT_ROTATION_AGE, positive)?,
+            flush_interval: self.value(FLUSH_INTERVAL, DEFAULT_FLUSH_INTERVAL, positive)?,
+            exclude_local: self.value(EXCLUDE_LOCAL, true, values::parse_bool)?,
+            rcvbuf: self.value(RCVBUF, DEFAULT_RCVBUF, values::parse_rcvbuf)?,
+        })
+    }
+
+    /// The raw values of a flag and where they came from: the command line if the flag is there
+    /// (warning if its variable is set too), else its variable, else `None`.
+    fn raw(&mut self, name: &'static str) -> Option<(Origin, Vec<OsString>)> {
+        let var = flags::env_name(name);
+        let from_env = (self.env)(&var);
+        let on_command_line = self.given.get(name);
+        if on_command_line.is_empty() {
+            return from_env.map(|value| (Origin::Env(var), vec![value]));
+        }
+        let values = on_command_line.to_vec();
+        if let Some(ignored) = from_env {
+            self.warn(format!(
+                "ignoring environment variable {var}={:?}: flag -{name} is given on the command line",
+                ignored.to_string_lossy()
+            ));
+        }
+        Some((Origin::Flag(name), values))
+    }
+
+    /// A single-valued flag: the last value given, parsed, or `default`.
+    fn value<T>(
+        &mut self,
+        name: &'static str,
+        default: T,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, CliError> {
+        let Some((origin, values)) = self.raw(name) else {
+            return Ok(default);
+        };
+        let Some(last) = values.last() else {
+            return Ok(default);
+        };
+        let text = utf8(&origin, last)?;
+        parse(text).map_err(|reason| invalid(origin, text, reason))
+    }
+
+    /// A path flag: the last value given; `None` when absent or empty (upstream's "unset").
+    fn path(&mut self, name: &'static str) -> Option<(Origin, PathBuf)> {
+        let (origin, mut values) = self.raw(name)?;
+        let last = values.pop().filter(|v| !v.is_empty())?;
+        Some((origin, PathBuf::from(last)))
+    }
+
+    /// A list flag: every value given, each split on `,`, every item parsed. An empty value
+    /// adds nothing (`EXCLUDE_SRCPORT=` means no ports); an empty item in a non-empty value is
+    /// an error.
+    fn list<T>(
+        &mut self,
+        name: &'static str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Vec<T>, CliError> {
+        let Some((origin, values)) = self.raw(name) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for value in &values {
+            let text = utf8(&origin, value)?;
+            if text.is_empty() {
+                continue;
+            }
+            for item in text.split(',') {
+                if item.is_empty() {
+                    let reason = "empty item in comma-separated list".to_owned();
+                    return Err(invalid(origin, text, reason));
+                }
+                out.push(parse(item).map_err(|reason| invalid(origin.clone(), item, reason))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The prefix file (read now) or the unsafe default, plus lint warnings.
+    fn uuid_prefix(&mut self) -> Result<(Option<PathBuf>, Prefix), CliError> {
+        let (file, prefix) = if let Some((origin, path)) = self.path(UUID_PREFIX_FILE) {
+            let prefix = Prefix::read_file(&path)
+                .map_err(|source| CliError::PrefixFile { origin, source })?;
+            (Some(path), prefix)
+        } else {
+            let pod = (self.env)(POD_NAME_VAR);
+            let prefix =
+                Prefix::host_default(pod.as_deref().map(OsStr::to_string_lossy).as_deref());
+            self.warn(format!(
+                "no -{UUID_PREFIX_FILE}: using the unsafe default UUID prefix \"{}\", which \
+                 other programs on this host will not reproduce",
+                prefix.as_str().escape_debug()
+            ));
+            (None, prefix)
+        };
+        let shown = prefix.as_str().escape_debug().to_string();
+        let bad = prefix.unsafe_chars();
+        if !bad.is_empty() {
+            let list: String = bad.iter().flat_map(|c| c.escape_debug()).collect();
+            self.warn(format!(
+                "UUID prefix \"{shown}\" contains characters outside [a-zA-Z0-9/:._-] \
+                 (\"{list}\"); m-lab/pusher will flag every archive name"
+            ));
+        }
+        if prefix.as_str().contains('/') {
+            self.warn(format!(
+                "UUID prefix \"{shown}\" contains '/', so archive names become nested paths"
+            ));
+        }
+        if prefix.as_str().is_empty() {
+            self.warn("the UUID prefix is empty: UUIDs will be just \"_<cookie>\"".to_owned());
+        }
+        Ok((file, prefix))
+    }
+
+    fn warn(&mut self, text: String) {
+        self.messages.push(Message {
+            level: Level::Warn,
+            text,
+        });
+    }
+}
+
+/// `-mode`, refusing what this build cannot do.
+fn parse_mode(text: &str) -> Result<Mode, String> {
+    match text.parse()? {
+        Mode::Ebpf => Err("mode ebpf is not available in this build; use sweep or auto".to_owned()),
+        mode => Ok(mode),
+    }
+}
+
+fn utf8<'v>(origin: &Origin, value: &'v OsStr) -> Result<&'v str, CliError> {
+    value.to_str().ok_or_else(|| {
+        invalid(
+            origin.clone(),
+            &value.to_string_lossy(),
+            "not valid UTF-8".to_owned(),
+        )
+    })
+}
+
+fn invalid(origin: Origin, value: &str, reason: String) -> CliError {
+    CliError::InvalidValue {
+        origin,
+        value: value.to_owned(),
+        reason,
+    }
+}
