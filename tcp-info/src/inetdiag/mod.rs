@@ -3,6 +3,8 @@
 //! Decoding follows the corrected rules of SPEC §12 D6: `idiag_if` and the cookie in host order,
 //! the address form chosen by the family.
 
+pub mod attr;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use thiserror::Error;
 
@@ -131,7 +133,7 @@ impl<'a> InetDiagMsg<'a> {
         self.bytes
     }
 
-    fn u32_at(&self, at: usize) -> u32 {
+    fn u32_at(self, at: usize) -> u32 {
         let b = self.bytes;
         u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
     }

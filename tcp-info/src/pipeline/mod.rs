@@ -8,5 +8,5 @@
 mod observe;
 pub mod sinks;
 
-pub use observe::{Observer, ObserverConfig};
+pub use observe::{FamilySweep, Observer, ObserverConfig};
 pub use sinks::{ArchiveSink, EventSink};

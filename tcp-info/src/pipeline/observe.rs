@@ -22,6 +22,10 @@ const INFO: usize = 2;
 /// for up to `tcp_fin_timeout`, 60 s by default) open a second file. See [`Observer::destroyed`].
 const TOMBSTONE_TTL: Duration = Duration::from_secs(120);
 
+/// One family's part of a sweep: the family, its payloads (`None` if the dump failed) and when
+/// the dump completed.
+pub type FamilySweep<'a> = (Family, Option<&'a [Vec<u8>]>, Timestamp);
+
 /// Settings of the pipeline.
 #[derive(Debug, Clone)]
 pub struct ObserverConfig {
@@ -109,7 +113,7 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
     /// Handles one sweep cycle: each family's dump result with the time it completed. A
     /// family whose dump failed keeps its previous state: none of its connections is closed
     /// this cycle (D12).
-    pub fn sweep(&mut self, families: &[(Family, Option<&[Vec<u8>]>, Timestamp)], now: Instant) {
+    pub fn sweep(&mut self, families: &[FamilySweep<'_>], now: Instant) {
         self.cycle += 1;
         let cycle = self.cycle;
         let mut bytes = CycleBytes::default();

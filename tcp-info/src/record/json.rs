@@ -159,7 +159,7 @@ impl<'de> Visitor<'de> for RecordVisitor {
                 Some(1) => {
                     raw_idm = map
                         .next_value_seed(Nullable(Base64Seed))?
-                        .unwrap_or_default()
+                        .unwrap_or_default();
                 }
                 Some(2) => {
                     attributes = map
@@ -306,7 +306,7 @@ impl<'de> DeserializeSeed<'de> for MetadataSeed {
                 while let Some(key) = map.next_key_seed(KeySeed(METADATA_KEYS))? {
                     match key {
                         Some(0) => {
-                            meta.uuid = map.next_value::<Option<String>>()?.unwrap_or_default()
+                            meta.uuid = map.next_value::<Option<String>>()?.unwrap_or_default();
                         }
                         Some(1) => {
                             meta.sequence = map.next_value::<Option<i64>>()?.unwrap_or_default();
@@ -375,8 +375,8 @@ mod tests {
             (r#"{"Timestamp":"yesterday"}"#, "RFC 3339"),
             (r#"{"Attributes":[1]}"#, "base64"),
             (r#"{"Timestamp":"0001-01-01T00:00:00Z""#, "EOF"),
-            (r#"[1,2]"#, "object"),
-            (r#"{} {}"#, "trailing"),
+            (r"[1,2]", "object"),
+            (r"{} {}", "trailing"),
             (r#"{"Metadata":{"Sequence":"x"}}"#, "expected i64"),
         ];
         for (line, needle) in cases {
