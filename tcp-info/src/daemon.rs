@@ -16,9 +16,10 @@ use crate::metrics::{self, Metrics, SaverError};
 use crate::netlink::{DEFAULT_DESTROY_RCVBUF, DestroyListener, DiagSocket};
 use crate::pipeline::{ArchiveSink, EventSink, Observer, ObserverConfig};
 use crate::record::Timestamp;
-use crate::saver::{ErrorClass, Saver, SaverConfig, SaverStats};
+use crate::saver::{ErrorClass, Saver, SaverConfig, SaverStats, repair_tree};
 use crate::sources::{self, Input, sweep::SweepConfig};
 use anyhow::{Context, Result};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -78,9 +79,11 @@ pub fn run(config: &Config) -> Result<()> {
     };
 
     let local = anonymize::local_addresses().context("listing local addresses")?;
+    repair_archives(&config.uuid_prefix);
     let mut saver_config = SaverConfig::new(config.uuid_prefix.clone());
     saver_config.rotation_age = config.rotation_age;
     saver_config.flush_interval = config.flush_interval;
+    saver_config.max_open_files = file_budget(saver_config.max_open_files);
     if config.anonymize_ip != Method::None {
         let anonymizer = Anonymizer::new(config.anonymize_ip, local);
         saver_config.anonymize = Some(Box::new(move |idm| {
@@ -188,6 +191,48 @@ pub fn run(config: &Config) -> Result<()> {
     server.shutdown();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Finishes archives a crashed predecessor left with a partial last frame (SPEC §5.3).
+fn repair_archives(prefix: &crate::uuid::Prefix) {
+    match repair_tree(Path::new("."), prefix) {
+        Ok(report) => {
+            for (path, error) in &report.failures {
+                tracing::warn!(path = %path.display(), %error, "cannot check an existing archive");
+            }
+            if !report.truncated.is_empty() || !report.removed.is_empty() {
+                tracing::warn!(
+                    truncated = report.truncated.len(),
+                    removed = report.removed.len(),
+                    bytes_cut = report.bytes_cut,
+                    "repaired archives left unfinished by a previous run"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot scan the output tree for unfinished archives"),
+    }
+}
+
+/// Raises the soft descriptor limit to the hard one and returns how many archive files may be
+/// open at once: at most `wanted`, and half the limit, leaving room for sockets and clients.
+fn file_budget(wanted: usize) -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let limit = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read RLIMIT_NOFILE; assuming 1024");
+            1024
+        }
+    };
+    let budget = wanted.min(usize::try_from(limit / 2).unwrap_or(usize::MAX)).max(16);
+    tracing::info!(limit, budget, "archive file descriptor budget");
+    budget
 }
 
 /// The pipeline thread: consumes inputs until every source hung up or `-reps` finished, then

@@ -3,7 +3,7 @@
 use super::{ArchiveSink, EventSink};
 use crate::diff::{self, Change};
 use crate::exclude::{Excluded, Exclusions};
-use crate::inetdiag::{AF_INET, InetDiagMsg};
+use crate::inetdiag::{AF_INET, AF_INET6, InetDiagMsg};
 use crate::metrics::rates::{CycleBytes, RateAccounting};
 use crate::metrics::{ExclusionReason, FlowEvent, Metrics, Source};
 use crate::netlink::Family;
@@ -228,6 +228,10 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
             );
             return None;
         };
+        if idm.family() != AF_INET && idm.family() != AF_INET6 {
+            // SPEC §8.1: only AF_INET and AF_INET6 records are ever written.
+            return None;
+        }
         if let Some(reason) = self.config.exclusions.check(&idm) {
             self.metrics.excluded.get(exclusion_label(reason)).inc();
             return None;
