@@ -230,7 +230,9 @@ fn file_budget(wanted: usize) -> usize {
             1024
         }
     };
-    let budget = wanted.min(usize::try_from(limit / 2).unwrap_or(usize::MAX)).max(16);
+    let budget = wanted
+        .min(usize::try_from(limit / 2).unwrap_or(usize::MAX))
+        .max(16);
     tracing::info!(limit, budget, "archive file descriptor budget");
     budget
 }

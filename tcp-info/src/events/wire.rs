@@ -7,7 +7,7 @@
 //! ```
 
 use crate::inetdiag::{InetDiagMsg, go_ip_string};
-use crate::record::Timestamp;
+use crate::record::{Timestamp, push_go_string};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, de::IgnoredAny};
 use std::fmt;
@@ -212,40 +212,6 @@ impl DecodeError {
     pub fn column(&self) -> usize {
         self.0.column()
     }
-}
-
-/// Writes a JSON string as Go's `encoding/json` does: `<`, `>`, `&`, U+2028 and U+2029 escaped
-/// (HTML-safe), control characters as `\n`, `\r`, `\t` or `\u00XX`. Kept in step with the
-/// archive encoder (`record::json`), so a UUID reads the same in both places.
-fn push_go_string(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    let mut plain_from = 0;
-    for (at, c) in s.char_indices() {
-        let escape: &[u8] = match c {
-            '"' => b"\\\"",
-            '\\' => b"\\\\",
-            '\n' => b"\\n",
-            '\r' => b"\\r",
-            '\t' => b"\\t",
-            '\u{2028}' => b"\\u2028",
-            '\u{2029}' => b"\\u2029",
-            c if (c as u32) < 0x20 || matches!(c, '<' | '>' | '&') => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&s.as_bytes()[plain_from..at]);
-        plain_from = at + c.len_utf8();
-        if escape.is_empty() {
-            let b = c as u8;
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
-        } else {
-            out.extend_from_slice(escape);
-        }
-    }
-    out.extend_from_slice(&s.as_bytes()[plain_from..]);
-    out.push(b'"');
 }
 
 /// The decoded fields before `Event` is interpreted; missing fields hold Go's zero values.

@@ -92,32 +92,37 @@ fn push_base64(out: &mut Vec<u8>, bytes: &[u8]) {
     out.truncate(start + written);
 }
 
-/// Writes a JSON string the way Go's encoder does: `<`, `>`, `&`, U+2028 and U+2029 escaped,
-/// control characters as `\n`, `\r`, `\t` or `\u00XX`.
-fn push_go_string(out: &mut Vec<u8>, s: &str) {
+/// Writes a JSON string as Go's `encoding/json` does: `<`, `>`, `&`, U+2028 and U+2029 escaped
+/// (HTML-safe), control characters as `\n`, `\r`, `\t` or `\u00XX`. Archive lines and event
+/// lines both use it, so a UUID reads the same in both places.
+pub(crate) fn push_go_string(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
-    for c in s.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            '\u{2028}' => out.extend_from_slice(b"\\u2028"),
-            '\u{2029}' => out.extend_from_slice(b"\\u2029"),
-            c if (c as u32) < 0x20 || matches!(c, '<' | '>' | '&') => {
-                let b = c as u8;
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xf)]);
-            }
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
+    let mut plain_from = 0;
+    for (at, c) in s.char_indices() {
+        let escape: &[u8] = match c {
+            '"' => b"\\\"",
+            '\\' => b"\\\\",
+            '\n' => b"\\n",
+            '\r' => b"\\r",
+            '\t' => b"\\t",
+            '\u{2028}' => b"\\u2028",
+            '\u{2029}' => b"\\u2029",
+            c if (c as u32) < 0x20 || matches!(c, '<' | '>' | '&') => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&s.as_bytes()[plain_from..at]);
+        plain_from = at + c.len_utf8();
+        if escape.is_empty() {
+            let b = c as u8;
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.extend_from_slice(escape);
         }
     }
+    out.extend_from_slice(&s.as_bytes()[plain_from..]);
     out.push(b'"');
 }
 

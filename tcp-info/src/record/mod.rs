@@ -13,6 +13,7 @@ mod writer;
 
 pub use build::{BuildError, DroppedAttributes, INET_DIAG_MAX_TYPE, RAW_IDM_LEN};
 pub use json::DecodeError;
+pub(crate) use json::push_go_string;
 pub use reader::{ArchiveReader, ReadError, ReadErrorKind};
 pub use timestamp::{Timestamp, TimestampError};
 pub use writer::{ArchiveWriter, DEFAULT_LEVEL, FrameCompressor, frame_has_content_size};
