@@ -15,7 +15,9 @@ const NDT_JDCZH: &str = "ndt-jdczh_1553815964_00000000000003E8.00185.jsonl.zst";
 const JSONL_FIXTURES: [&str; 3] = [ARCHIVE, NDT_7HHHV, NDT_JDCZH];
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
+    let mut field = [0u8; 8];
+    field.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(field)
 }
 
 #[test]
