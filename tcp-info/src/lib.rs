@@ -2,29 +2,34 @@
 //! m-lab/tcp-info.
 //!
 //! The crate has two sides:
-//! - the **parser side** (`nlmsg`, `inetdiag`, `tcpinfo`, `record`, `snapshot`, `diff`, `csv`),
-//!   which reads and writes archives and builds records from raw netlink bytes; it builds on any OS
-//!   and never depends on the collector side;
-//! - the **collector side** (Linux only), the daemon's sources, pipeline, saver, events and metrics.
+//! - the **parser side** (`nlmsg`, `inetdiag`, `tcpinfo`, `record`, `snapshot`, `diff`, `csv`,
+//!   `uuid`), which reads and writes archives and builds records from raw netlink bytes; it builds
+//!   on any OS and never depends on the collector side;
+//! - the **collector side** (Linux only): the daemon's configuration (`cli`), sock_diag I/O
+//!   (`netlink`), `sources` → `pipeline` → `saver`, `events` and `metrics`, and the rules applied
+//!   on the way (`exclude`, `anonymize`), wired together by `daemon`.
 
+// ---- parser side ----
+pub mod csv;
 pub mod diff;
 pub mod inetdiag;
 pub mod nlmsg;
-pub mod uuid;
 pub mod record;
-pub mod tcpinfo;
 pub mod snapshot;
-pub mod csv;
+pub mod tcpinfo;
+pub mod uuid;
 
 // ---- collector side (Linux only) ----
 #[cfg(target_os = "linux")]
 pub mod anonymize;
 #[cfg(target_os = "linux")]
-pub mod exclude;
-#[cfg(target_os = "linux")]
 pub mod cli;
 #[cfg(target_os = "linux")]
+pub mod daemon;
+#[cfg(target_os = "linux")]
 pub mod events;
+#[cfg(target_os = "linux")]
+pub mod exclude;
 #[cfg(target_os = "linux")]
 pub mod metrics;
 #[cfg(target_os = "linux")]
@@ -35,5 +40,3 @@ pub mod pipeline;
 pub mod saver;
 #[cfg(target_os = "linux")]
 pub mod sources;
-#[cfg(target_os = "linux")]
-pub mod daemon;

@@ -22,7 +22,7 @@ pub fn mlab_fixtures() -> Option<PathBuf> {
 
 /// Decompresses a whole fixture with the `zstd` crate.
 pub fn decompress(path: &std::path::Path) -> Vec<u8> {
-    let file = std::fs::File::open(path)
-        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let file =
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
     zstd::decode_all(file).unwrap_or_else(|e| panic!("decompressing {}: {e}", path.display()))
 }
