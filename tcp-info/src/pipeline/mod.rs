@@ -10,3 +10,6 @@ pub mod sinks;
 
 pub use observe::{FamilySweep, Observer, ObserverConfig};
 pub use sinks::{ArchiveSink, EventSink};
+
+#[cfg(test)]
+mod tests;

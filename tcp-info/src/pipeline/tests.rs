@@ -1,0 +1,278 @@
+//! The pipeline's decisions, with recording sinks instead of files and sockets.
+
+use super::{ArchiveSink, EventSink, Observer, ObserverConfig};
+use crate::exclude::Exclusions;
+use crate::inetdiag::{AF_INET, AF_INET6, InetDiagMsg};
+use crate::metrics::{FlowEvent, Metrics};
+use crate::netlink::Family;
+use crate::record::{ArchivalRecord, Timestamp};
+use crate::uuid::Prefix;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Write(u64, u8, u64),
+    Close(u64),
+    Open(String),
+    Closed(String),
+    Shutdown,
+}
+
+type Log = Rc<RefCell<Vec<Seen>>>;
+
+struct Archive(Log);
+impl ArchiveSink for Archive {
+    fn write(&mut self, cookie: u64, record: &ArchivalRecord, _: Instant) -> Result<(), String> {
+        let acked = record
+            .attribute(2)
+            .map_or(0, |i| crate::tcpinfo::TcpInfo::decode(i).bytes_acked);
+        self.0
+            .borrow_mut()
+            .push(Seen::Write(cookie, record.raw_idm()[1], acked));
+        Ok(())
+    }
+    fn close(&mut self, cookie: u64, _: Instant) {
+        self.0.borrow_mut().push(Seen::Close(cookie));
+    }
+    fn tick(&mut self, _: Instant) {}
+    fn shutdown(&mut self) {
+        self.0.borrow_mut().push(Seen::Shutdown);
+    }
+}
+
+struct Events(Log);
+impl EventSink for Events {
+    fn open(&self, _: Timestamp, uuid: &str, _: &InetDiagMsg<'_>) {
+        self.0.borrow_mut().push(Seen::Open(uuid.to_owned()));
+    }
+    fn close(&self, _: Timestamp, uuid: &str) {
+        self.0.borrow_mut().push(Seen::Closed(uuid.to_owned()));
+    }
+}
+
+/// A sock_diag payload: a 10.0.0.x ↔ 10.0.1.x socket with tcp_info whose bytes_acked is `acked`.
+fn payload(cookie: u64, state: u8, acked: u64, family: u8) -> Vec<u8> {
+    let mut p = vec![0u8; 72];
+    p[0] = family;
+    p[1] = state;
+    p[4..6].copy_from_slice(&80u16.to_be_bytes());
+    p[6..8].copy_from_slice(&40000u16.to_be_bytes());
+    if family == AF_INET {
+        p[8..12].copy_from_slice(&[10, 0, 0, 1]);
+        p[24..28].copy_from_slice(&[10, 0, 1, 1]);
+    } else {
+        p[8..24].copy_from_slice(&"fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p[24..40].copy_from_slice(&"fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    }
+    p[44..52].copy_from_slice(&cookie.to_le_bytes());
+    let mut info = vec![0u8; 232];
+    info[120..128].copy_from_slice(&acked.to_le_bytes());
+    p.extend(((info.len() + 4) as u16).to_ne_bytes());
+    p.extend(2u16.to_ne_bytes());
+    p.extend(info);
+    p
+}
+
+fn observer(grace: Duration) -> (Observer<Archive, Events>, Log, Arc<Metrics>) {
+    let log: Log = Rc::default();
+    let metrics = Arc::new(Metrics::new("abc").unwrap());
+    let config = ObserverConfig {
+        exclusions: Exclusions::new(true, &[22], &[]),
+        prefix: Prefix::from_bytes(b"host_1".to_vec()).unwrap(),
+        close_grace: grace,
+    };
+    let o = Observer::new(
+        config,
+        Archive(Rc::clone(&log)),
+        Events(Rc::clone(&log)),
+        Arc::clone(&metrics),
+    );
+    (o, log, metrics)
+}
+
+fn take(log: &Log) -> Vec<Seen> {
+    std::mem::take(&mut *log.borrow_mut())
+}
+
+const UUID_7: &str = "host_1_0000000000000007";
+
+#[test]
+fn new_changed_unchanged_and_closed() {
+    let (mut o, log, metrics) = observer(Duration::ZERO);
+    let t = Timestamp::now();
+    let now = Instant::now();
+    let v4 = [payload(7, 1, 100, AF_INET)];
+    o.sweep(
+        &[(Family::Inet6, Some(&[]), t), (Family::Inet, Some(&v4), t)],
+        now,
+    );
+    assert_eq!(
+        take(&log),
+        [Seen::Open(UUID_7.into()), Seen::Write(7, 1, 100)]
+    );
+    o.sweep(
+        &[(Family::Inet6, Some(&[]), t), (Family::Inet, Some(&v4), t)],
+        now,
+    );
+    assert_eq!(take(&log), [], "unchanged: nothing written");
+    let v4 = [payload(7, 1, 200, AF_INET)];
+    o.sweep(
+        &[(Family::Inet6, Some(&[]), t), (Family::Inet, Some(&v4), t)],
+        now,
+    );
+    assert_eq!(take(&log), [Seen::Write(7, 1, 200)]);
+    o.sweep(
+        &[(Family::Inet6, Some(&[]), t), (Family::Inet, Some(&[]), t)],
+        now,
+    );
+    assert_eq!(take(&log), [Seen::Closed(UUID_7.into()), Seen::Close(7)]);
+    assert_eq!(o.tracked(), 0);
+    assert_eq!(metrics.flow_events.get(FlowEvent::Open).get(), 1);
+    assert_eq!(metrics.flow_events.get(FlowEvent::Close).get(), 1);
+    assert_eq!(metrics.snapshots.get(), 2);
+}
+
+#[test]
+fn failed_dump_keeps_its_family_d12() {
+    let (mut o, log, _) = observer(Duration::ZERO);
+    let t = Timestamp::now();
+    let now = Instant::now();
+    let v6 = [payload(6, 1, 1, AF_INET6)];
+    let v4 = [payload(4, 1, 1, AF_INET)];
+    o.sweep(
+        &[(Family::Inet6, Some(&v6), t), (Family::Inet, Some(&v4), t)],
+        now,
+    );
+    take(&log);
+    // The AF_INET dump fails: its connection stays; the AF_INET6 one that vanished closes.
+    o.sweep(
+        &[(Family::Inet6, Some(&[]), t), (Family::Inet, None, t)],
+        now,
+    );
+    assert_eq!(
+        take(&log),
+        [
+            Seen::Closed("host_1_0000000000000006".into()),
+            Seen::Close(6)
+        ]
+    );
+    assert_eq!(o.tracked(), 1);
+    o.sweep(
+        &[(Family::Inet6, Some(&[]), t), (Family::Inet, Some(&v4), t)],
+        now,
+    );
+    assert_eq!(take(&log), [], "no Close/Open churn after a failed dump");
+}
+
+#[test]
+fn destroy_gives_exact_final_record_and_ends_at_once() {
+    let (mut o, log, _) = observer(Duration::from_millis(500));
+    let t = Timestamp::now();
+    let now = Instant::now();
+    let v4 = [payload(7, 1, 100, AF_INET)];
+    o.sweep(&[(Family::Inet, Some(&v4), t)], now);
+    take(&log);
+    // Gone from the next sweep (TIME_WAIT is not dumped): within the grace, nothing happens.
+    o.sweep(
+        &[(Family::Inet, Some(&[]), t)],
+        now + Duration::from_millis(10),
+    );
+    assert_eq!(take(&log), []);
+    o.destroyed(
+        &[payload(7, 7, 5000, AF_INET)],
+        t,
+        now + Duration::from_millis(20),
+    );
+    assert_eq!(
+        take(&log),
+        [
+            Seen::Write(7, 7, 5000),
+            Seen::Closed(UUID_7.into()),
+            Seen::Close(7)
+        ]
+    );
+    // A late sweep that still saw the socket does not resurrect it.
+    o.sweep(
+        &[(Family::Inet, Some(&v4), t)],
+        now + Duration::from_millis(30),
+    );
+    assert_eq!(take(&log), []);
+    assert_eq!(o.tracked(), 0);
+}
+
+#[test]
+fn missing_connection_closes_after_the_grace_without_destroy() {
+    let (mut o, log, _) = observer(Duration::from_millis(500));
+    let t = Timestamp::now();
+    let now = Instant::now();
+    o.sweep(
+        &[(Family::Inet, Some(&[payload(7, 1, 1, AF_INET)]), t)],
+        now,
+    );
+    take(&log);
+    o.sweep(
+        &[(Family::Inet, Some(&[]), t)],
+        now + Duration::from_millis(100),
+    );
+    assert_eq!(take(&log), []);
+    o.sweep(
+        &[(Family::Inet, Some(&[]), t)],
+        now + Duration::from_millis(700),
+    );
+    assert_eq!(take(&log), [Seen::Closed(UUID_7.into()), Seen::Close(7)]);
+}
+
+#[test]
+fn connection_shorter_than_a_poll_gets_open_record_close() {
+    let (mut o, log, _) = observer(Duration::from_millis(500));
+    o.destroyed(
+        &[payload(9, 7, 42, AF_INET6)],
+        Timestamp::now(),
+        Instant::now(),
+    );
+    assert_eq!(
+        take(&log),
+        [
+            Seen::Open("host_1_0000000000000009".into()),
+            Seen::Write(9, 7, 42),
+            Seen::Closed("host_1_0000000000000009".into()),
+            Seen::Close(9)
+        ]
+    );
+}
+
+#[test]
+fn excluded_zero_cookie_and_foreign_family_are_invisible() {
+    let (mut o, log, _) = observer(Duration::ZERO);
+    let t = Timestamp::now();
+    let mut ssh = payload(1, 1, 1, AF_INET);
+    ssh[4..6].copy_from_slice(&22u16.to_be_bytes());
+    let mut loopback = payload(2, 1, 1, AF_INET);
+    loopback[24..28].copy_from_slice(&[127, 0, 0, 1]);
+    let zero = payload(0, 1, 1, AF_INET);
+    let mut unix = payload(3, 1, 1, AF_INET);
+    unix[0] = 1;
+    let all = [ssh, loopback, zero, unix, vec![1, 2, 3]];
+    o.sweep(&[(Family::Inet, Some(&all), t)], Instant::now());
+    assert_eq!(take(&log), []);
+    assert_eq!(o.tracked(), 0);
+}
+
+#[test]
+fn shutdown_closes_everything() {
+    let (mut o, log, _) = observer(Duration::ZERO);
+    let t = Timestamp::now();
+    let v4 = [payload(7, 1, 1, AF_INET), payload(8, 1, 1, AF_INET)];
+    o.sweep(&[(Family::Inet, Some(&v4), t)], Instant::now());
+    take(&log);
+    o.shutdown();
+    let seen = take(&log);
+    assert_eq!(
+        seen.iter().filter(|s| matches!(s, Seen::Closed(_))).count(),
+        2
+    );
+    assert_eq!(seen.last(), Some(&Seen::Shutdown));
+}
