@@ -1,1 +1,158 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by the end-to-end tests of the `tcp-info` daemon.
+//!
+//! Each test builds a [`Setup`]: two fresh network namespaces joined by a veth pair
+//! ([`netns::NetPair`]), a temporary directory with the UUID prefix file and the output tree,
+//! and starts the daemon inside the server namespace ([`daemon::Daemon`]), so that the daemon
+//! sees only the sockets the test creates. Everything is removed by `Drop` guards.
+//!
+//! The tests need root (namespaces, `setns`, sock_diag). Without it they print why and pass
+//! vacuously — except when `CI=true`, where they fail instead.
+
+pub mod archive;
+pub mod daemon;
+pub mod events;
+pub mod exposition;
+pub mod netns;
+pub mod sockets;
+pub mod ss;
+pub mod traffic;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+
+pub use daemon::Daemon;
+pub use netns::NetPair;
+
+/// Whether the test may run privileged operations. Not root: prints a skip message and returns
+/// `false`, or panics when `CI=true`.
+pub fn privileged(what: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true: this end-to-end test needs root to {what}"
+    );
+    eprintln!("skipping: this end-to-end test needs root to {what}");
+    false
+}
+
+/// Polls `probe` every 20 ms until it returns `Some`, for at most `timeout`. On timeout the
+/// error says `what` and shows the last failure `probe` reported through `Err`.
+pub fn wait_for<T>(
+    timeout: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match probe() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => None,
+            Err(e) => Some(e),
+        };
+        if Instant::now() > deadline {
+            match last {
+                Some(e) => bail!("{what}: not done within {timeout:?}; last error: {e:#}"),
+                None => bail!("{what}: not done within {timeout:?}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The process umask, read from `/proc/self/status` (calling `umask(2)` would race with
+/// other test threads).
+pub fn umask() -> Result<u32> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let value = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .context("no Umask: line in /proc/self/status")?;
+    Ok(u32::from_str_radix(value.trim(), 8)?)
+}
+
+static DAEMON_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Everything one test needs: namespaces, a temporary directory and the daemon's paths.
+#[derive(Debug)]
+pub struct Setup {
+    /// The namespaces.
+    pub net: NetPair,
+    /// The UUID prefix written to the prefix file (no trailing newline).
+    pub prefix: String,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// Creates the namespaces and the directory, and writes the prefix file. `None` when the
+    /// test must be skipped (see [`privileged`]).
+    pub fn new(test: &str) -> Option<Self> {
+        let net = NetPair::create()?;
+        let dir = match tempfile::Builder::new()
+            .prefix(&format!("tcpinfo-e2e-{test}-"))
+            .tempdir()
+        {
+            Ok(dir) => dir,
+            Err(e) => panic!("cannot create a temporary directory: {e}"),
+        };
+        // The production shape `<name>_<boottime>`, distinct per test.
+        let prefix = format!("e2e-{test}_{}", std::process::id());
+        if let Err(e) = std::fs::write(dir.path().join("prefix"), &prefix) {
+            panic!("cannot write the prefix file: {e}");
+        }
+        Some(Self { net, prefix, dir })
+    }
+
+    /// The temporary directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The daemon's `-output` root.
+    pub fn output(&self) -> PathBuf {
+        self.dir().join("out")
+    }
+
+    /// The UUID prefix file.
+    pub fn prefix_file(&self) -> PathBuf {
+        self.dir().join("prefix")
+    }
+
+    /// A path for the event socket (absolute, outside the output tree).
+    pub fn event_socket(&self) -> PathBuf {
+        self.dir().join("events.sock")
+    }
+
+    /// The arguments every test passes: output, prefix file, metrics on a free loopback port,
+    /// sweep mode polling every 10 ms.
+    pub fn base_args(&self) -> Vec<String> {
+        vec![
+            format!("--output={}", self.output().display()),
+            format!("--uuid-prefix-file={}", self.prefix_file().display()),
+            "--prometheusx.listen-address=127.0.0.1:0".to_owned(),
+            "--mode=sweep".to_owned(),
+            "--poll-interval=10ms".to_owned(),
+        ]
+    }
+
+    /// Starts the daemon with [`Self::base_args`] plus `extra`, and waits until it announces
+    /// its metrics address (so it is up).
+    pub fn start(&self, extra: &[&str], envs: &[(&str, &str)]) -> Result<Daemon> {
+        let mut args = self.base_args();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let n = DAEMON_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut daemon = Daemon::start(&self.net, &args, envs, self.dir(), &format!("daemon{n}"))?;
+        daemon.metrics_addr(Duration::from_secs(20))?;
+        Ok(daemon)
+    }
+
+    /// The UUID of a cookie under this setup's prefix.
+    pub fn uuid(&self, cookie: u64) -> String {
+        sockets::uuid(&self.prefix, cookie)
+    }
+}
