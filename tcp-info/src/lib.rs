@@ -3,7 +3,7 @@
 //!
 //! The crate has two sides:
 //! - the **parser side** (`nlmsg`, `inetdiag`, `tcpinfo`, `record`, `snapshot`, `diff`, `csv`,
-//!   `uuid`), which reads and writes archives and builds records from raw netlink bytes; it builds
+//!   `etl`, `uuid`), which reads and writes archives and builds records from raw netlink bytes; it builds
 //!   on any OS and never depends on the collector side;
 //! - the **collector side** (Linux only): the daemon's configuration (`cli`), sock_diag I/O
 //!   (`netlink`), `sources` → `pipeline` → `saver`, `events` and `metrics`, and the rules applied
@@ -12,6 +12,7 @@
 // ---- parser side ----
 pub mod csv;
 pub mod diff;
+pub mod etl;
 pub mod inetdiag;
 pub mod nlmsg;
 pub mod record;

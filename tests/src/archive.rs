@@ -279,6 +279,13 @@ pub fn check_finished_file(root: &Path, path: &Path) -> Result<ArchiveFile> {
         result?;
     }
     let records = read_records(path)?;
+    // The golden ETL check (SPEC §16): m-lab/etl would accept the file and make a row of it.
+    let row = tcp_info::etl::check_file(path).with_context(|| "m-lab/etl would drop the file")?;
+    ensure!(
+        row.lines == records.len() && row.uuid.is_some(),
+        "{}: ETL row {row:?} does not match the file",
+        path.display()
+    );
     let file = ArchiveFile {
         path: path.to_owned(),
         name,

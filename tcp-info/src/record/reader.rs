@@ -36,6 +36,17 @@ impl fmt::Display for ReadError {
     }
 }
 
+impl ReadError {
+    /// The error for a line of `source_name` that is not a valid record.
+    pub fn decode(source_name: &str, line: u64, error: DecodeError) -> Self {
+        Self {
+            source_name: source_name.to_owned(),
+            line,
+            kind: ReadErrorKind::Decode(error),
+        }
+    }
+}
+
 /// The classes of archive read errors.
 #[derive(Debug, Error)]
 pub enum ReadErrorKind {
