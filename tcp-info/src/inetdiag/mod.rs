@@ -299,6 +299,19 @@ mod tests {
     #[test]
     fn layout_sizes_and_state_names() {
         assert_eq!(SOCKID_OFFSET + SOCKID_LEN, 52);
+        // SPEC §16: within the 48-byte sockid, sport 0, dport 2, src 4, dst 20, if 36, cookie 40;
+        // the message is 72 bytes and the request 56.
+        let within = [
+            offset::SPORT,
+            offset::DPORT,
+            offset::SRC,
+            offset::DST,
+            offset::INTERFACE,
+            offset::COOKIE,
+        ]
+        .map(|o| o - SOCKID_OFFSET);
+        assert_eq!(within, [0, 2, 4, 20, 36, 40]);
+        assert_eq!((SOCKID_LEN, MSG_LEN, REQ_V2_LEN), (48, 72, 56));
         assert_eq!(
             (
                 offset::SPORT,
