@@ -104,6 +104,16 @@ pub enum FrameError {
         /// The claimed `nlmsg_len`.
         len: u32,
     },
+    /// The header claims a message longer than the stream reader accepts (it is not read).
+    #[error("netlink message at byte {offset} claims length {len}, over the {max}-byte limit")]
+    TooLong {
+        /// Offset of the header.
+        offset: u64,
+        /// The claimed `nlmsg_len`.
+        len: u32,
+        /// The limit.
+        max: u32,
+    },
     /// The header's length runs past the end of the buffer.
     #[error(
         "netlink message at byte {offset} claims length {len} but only {available} bytes remain"
@@ -298,7 +308,12 @@ impl<R: std::io::Read> StreamReader<R> {
             available,
         };
         if header.len > self.max_len {
-            return Err(past_end(0).into());
+            return Err(FrameError::TooLong {
+                offset,
+                len: header.len,
+                max: self.max_len,
+            }
+            .into());
         }
         message.header = header;
         message.payload.clear();
@@ -444,6 +459,21 @@ mod tests {
                 offset: 20,
                 available: 2
             }))
+        ));
+    }
+
+    #[test]
+    fn stream_reader_refuses_huge_messages_without_reading_them() {
+        let mut buf = msg(20, &[0; 8]);
+        buf[0..4].copy_from_slice(&83_886_080u32.to_ne_bytes());
+        let items: Vec<_> = StreamReader::new(&buf[..]).collect();
+        assert!(matches!(
+            items[..],
+            [Err(StreamError::Frame(FrameError::TooLong {
+                offset: 0,
+                len: 83_886_080,
+                max: 1_048_576
+            }))]
         ));
     }
 

@@ -20,9 +20,10 @@ const JSONL_FIXTURES: [&str; 3] = [
 fn main() -> Result<()> {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut args = std::env::args_os().skip(1);
-    let fixtures = args
-        .next()
-        .map_or_else(|| here.join("../../../shared/fixtures/m-lab"), PathBuf::from);
+    let fixtures = args.next().map_or_else(
+        || here.join("../../../shared/fixtures/m-lab"),
+        PathBuf::from,
+    );
     let corpus = args
         .next()
         .map_or_else(|| here.join("corpus"), PathBuf::from);

@@ -67,7 +67,11 @@ fn read_all(data: &[u8], compressed: bool) -> Vec<Outcome> {
         let outcome = match item {
             Ok(record) => Outcome::Record(roundtrip(&record)),
             Err(e) => {
-                assert_eq!(e.line, out.len() as u64 + 1, "error names the wrong line: {e}");
+                assert_eq!(
+                    e.line,
+                    out.len() as u64 + 1,
+                    "error names the wrong line: {e}"
+                );
                 match e.kind {
                     ReadErrorKind::Decode(_) => Outcome::Decode,
                     ReadErrorKind::PartialLine => Outcome::PartialLine,
