@@ -1,10 +1,80 @@
 //! Developer and CI tasks.
+//!
+//! - `cargo xtask bench`: the workload and collector benchmark (see `bench`);
+//! - `cargo xtask workload`: the workload alone, writing its ground truth;
+//! - `cargo xtask bench-format`: the archive-format benchmark.
+mod bench;
 mod format_bench;
+mod interrupt;
+mod timefmt;
+mod workload;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Developer and CI tasks for tcp-info")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Measure collectors (CPU, memory, output, coverage, data-path cost) on the workload.
+    Bench(Box<bench::BenchArgs>),
+    /// Run the workload alone (between two network namespaces) and write its ground truth.
+    Workload(workload::WorkloadArgs),
+    /// Benchmark the archive format (every argument, `--help` included, goes to it).
+    #[command(disable_help_flag = true)]
+    BenchFormat {
+        /// Arguments passed to the format benchmark.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Internal: one workload worker process, driven over stdin/stdout.
+    #[command(hide = true)]
+    WorkloadWorker {
+        /// The worker plan, as JSON.
+        #[arg(long)]
+        plan: String,
+        /// Where to write this worker's ground truth.
+        #[arg(long)]
+        truth: PathBuf,
+    },
+    /// Internal: a fake collector writing archives from the ground truth (self-test).
+    #[command(hide = true)]
+    FakeCollector(bench::fake::FakeArgs),
+    /// Internal: run a command every interval until SIGTERM (the `ss` baseline).
+    #[command(hide = true)]
+    Repeat(bench::repeat::RepeatArgs),
+}
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("bench-format") => format_bench::run(&args[1..]),
-        _ => anyhow::bail!("usage: cargo xtask bench-format"),
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Bench(args) => {
+            let interrupt = interrupt::Interrupt::install()?;
+            bench::run(&args, &interrupt)
+        }
+        Cmd::FakeCollector(args) => {
+            let interrupt = interrupt::Interrupt::install()?;
+            bench::fake::run_fake_collector(&args, &interrupt)
+        }
+        Cmd::Repeat(args) => {
+            let interrupt = interrupt::Interrupt::install()?;
+            bench::repeat::run(&args, &interrupt).map(drop)
+        }
+        Cmd::Workload(args) => {
+            let interrupt = interrupt::Interrupt::install()?;
+            workload::run_standalone(&args, &interrupt)
+        }
+        Cmd::BenchFormat { args } => format_bench::run(&args),
+        Cmd::WorkloadWorker { plan, truth } => {
+            let plan: workload::worker::WorkerPlan =
+                serde_json::from_str(&plan).map_err(|e| anyhow::anyhow!("bad --plan: {e}"))?;
+            workload::worker::serve(&plan, &truth)
+        }
     }
 }

@@ -1,0 +1,254 @@
+//! One trial: fresh namespaces, optionally a collector, the workload, a measured window, the
+//! close of every connection, the collector's stop, and grading of what it wrote.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use super::collector::{Archives, CollectorSpec, Placeholders, RunningCollector, StopOutcome};
+use super::coverage::{ArchiveIndex, Coverage, coverage};
+use super::measure::{Peaks, Sampler, clock_ticks_per_sec, sample_tree};
+use super::output::{OutputStats, scan_output};
+use crate::interrupt::Interrupt;
+use crate::workload::driver::{Workload, WorkloadParams};
+use crate::workload::netns::Topology;
+use crate::workload::truth::TruthSummary;
+
+/// Timing and sizing shared by every trial of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrialSettings {
+    /// Bulk flows (K).
+    pub bulk: usize,
+    /// Per-flow sender rate, bytes/s.
+    pub bulk_rate: u64,
+    /// Short connections per second (R).
+    pub short_rate: f64,
+    /// Client addresses.
+    pub client_addrs: usize,
+    /// Idle connections per worker process.
+    pub idle_per_worker: usize,
+    /// Seed for short-connection sizes.
+    pub seed: u64,
+    /// Seconds between starting the collector and starting the workload.
+    pub collector_startup_s: f64,
+    /// Seconds between the workload being up and the window.
+    pub warmup_s: f64,
+    /// Length of the measured window.
+    pub window_s: f64,
+    /// Seconds between closing the workload and stopping the collector.
+    pub drain_s: f64,
+    /// How long a collector may take to exit after SIGTERM.
+    pub stop_timeout_s: f64,
+    /// Sampling interval of the process-tree sampler.
+    pub sample_interval_ms: u64,
+    /// Keep archives and ground truth after grading.
+    pub keep_archives: bool,
+}
+
+/// What a collector cost and wrote in one trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectorResult {
+    /// CPU seconds (user+sys) of the collector's tree during the window.
+    pub cpu_window_s: f64,
+    /// CPU seconds of the whole run, from `wait4` at exit.
+    pub cpu_total_s: f64,
+    /// Peak RSS, processes, threads and descriptors over the collector's life.
+    pub peaks: Peaks,
+    /// How it stopped.
+    pub stop: StopOutcome,
+    /// Files, bytes and lines written.
+    pub output: OutputStats,
+    /// Snapshot records in its archives (when graded).
+    pub records: Option<u64>,
+    /// Coverage (when graded).
+    pub coverage: Option<Coverage>,
+    /// Archive files that failed to read.
+    pub bad_archives: u64,
+    /// The first archive read error.
+    pub first_archive_error: Option<String>,
+}
+
+/// The outcome of one trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialResult {
+    /// Idle connections.
+    pub n: usize,
+    /// Repetition number.
+    pub rep: usize,
+    /// Collector name (`None`: the no-collector baseline).
+    pub collector: Option<String>,
+    /// Why the trial failed, if it did.
+    pub error: Option<String>,
+    /// Measured window length, seconds.
+    pub window_s: f64,
+    /// Bulk throughput during the window (all flows), Mbit/s.
+    pub bulk_mbit: Option<f64>,
+    /// Short connections completed during the window.
+    pub short_in_window: Option<u64>,
+    /// Ground-truth summary.
+    pub truth: Option<TruthSummary>,
+    /// The collector's figures.
+    pub collector_result: Option<CollectorResult>,
+}
+
+/// Where a trial runs.
+pub struct TrialEnv<'a> {
+    /// Shared settings.
+    pub settings: &'a TrialSettings,
+    /// This executable (workers and helper commands).
+    pub exe: &'a Path,
+    /// The run's directory; trials get sub-directories.
+    pub run_dir: &'a Path,
+    /// Ctrl-C.
+    pub interrupt: &'a Interrupt,
+}
+
+/// Runs one trial. Errors other than an interrupt are reported in the result.
+pub fn run_trial(
+    env: &TrialEnv<'_>,
+    n: usize,
+    rep: usize,
+    collector: Option<&CollectorSpec>,
+) -> Result<TrialResult, crate::interrupt::Interrupted> {
+    let mut result = TrialResult {
+        n,
+        rep,
+        collector: collector.map(|c| c.name.clone()),
+        error: None,
+        window_s: 0.0,
+        bulk_mbit: None,
+        short_in_window: None,
+        truth: None,
+        collector_result: None,
+    };
+    if let Err(e) = trial_inner(env, collector, &mut result) {
+        if e.downcast_ref::<crate::interrupt::Interrupted>().is_some() {
+            return Err(crate::interrupt::Interrupted);
+        }
+        result.error = Some(format!("{e:#}"));
+    }
+    Ok(result)
+}
+
+fn trial_inner(
+    env: &TrialEnv<'_>,
+    spec: Option<&CollectorSpec>,
+    r: &mut TrialResult,
+) -> anyhow::Result<()> {
+    let s = env.settings;
+    let name = spec.map_or("none", |c| c.name.as_str());
+    let dir = env
+        .run_dir
+        .join("trials")
+        .join(format!("n{}-{name}-r{}", r.n, r.rep));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let paths = Placeholders {
+        out: dir.join("out"),
+        truth: dir.join("truth.jsonl"),
+        prefix_file: dir.join("uuid-prefix"),
+        xtask: env.exe.to_path_buf(),
+    };
+    std::fs::create_dir_all(&paths.out)?;
+    std::fs::write(&paths.prefix_file, format!("bench{}", std::process::id()))?;
+
+    let topo = Topology::create(s.client_addrs)?;
+    let mut running = match spec {
+        Some(c) => {
+            let cmd = c.render(&paths);
+            let proc = RunningCollector::spawn(&cmd, &topo.server_ns, &dir.join("collector.log"))?;
+            let sampler = Sampler::start(proc.pid(), Duration::from_millis(s.sample_interval_ms));
+            Some((proc, sampler))
+        }
+        None => None,
+    };
+    env.interrupt.sleep(secs(s.collector_startup_s))?;
+    check_alive(&mut running)?;
+
+    let params = WorkloadParams {
+        idle: r.n,
+        bulk: s.bulk,
+        bulk_rate: s.bulk_rate,
+        short_rate: s.short_rate,
+        idle_per_worker: s.idle_per_worker,
+        seed: s.seed,
+    };
+    let mut wl = Workload::start(env.exe, &topo, &params, &dir, env.interrupt)?;
+    env.interrupt.sleep(secs(s.warmup_s))?;
+    check_alive(&mut running)?;
+
+    let cpu_at = |run: &Option<(RunningCollector, Sampler)>| {
+        run.as_ref()
+            .map_or(0, |(p, _)| sample_tree(p.pid()).cpu_ticks)
+    };
+    let c0 = wl.counters(env.interrupt)?;
+    let cpu0 = cpu_at(&running);
+    let t0 = Instant::now();
+    env.interrupt.sleep(secs(s.window_s))?;
+    let c1 = wl.counters(env.interrupt)?;
+    let cpu1 = cpu_at(&running);
+    let window = t0.elapsed().as_secs_f64();
+    check_alive(&mut running)?;
+    r.window_s = window;
+    r.bulk_mbit = Some(c1.bulk_bytes.saturating_sub(c0.bulk_bytes) as f64 * 8.0 / window / 1e6);
+    r.short_in_window = Some(c1.short_done.saturating_sub(c0.short_done));
+
+    let truth = wl.stop(&paths.truth, env.interrupt)?;
+    r.truth = Some(TruthSummary::of(&truth));
+
+    if let Some((mut proc, sampler)) = running.take() {
+        env.interrupt.sleep(secs(s.drain_s))?;
+        let stop = proc.stop(secs(s.stop_timeout_s))?;
+        let peaks = sampler.finish();
+        let output = scan_output(&paths.out);
+        let graded = match spec.map(|c| c.archives) {
+            Some(Archives::Expected) => true,
+            Some(Archives::IfPresent) => output.files > 0,
+            _ => false,
+        };
+        let index = graded.then(|| ArchiveIndex::from_dir(&paths.out));
+        r.collector_result = Some(CollectorResult {
+            cpu_window_s: cpu1.saturating_sub(cpu0) as f64 / clock_ticks_per_sec() as f64,
+            cpu_total_s: stop.cpu_total_s,
+            peaks,
+            stop,
+            output,
+            records: index.as_ref().map(|i| i.records),
+            coverage: index.as_ref().map(|i| coverage(&truth, i)),
+            bad_archives: index.as_ref().map_or(0, |i| i.bad_files),
+            first_archive_error: index.and_then(|i| i.first_error),
+        });
+    }
+    drop(topo);
+    if !s.keep_archives {
+        remove_bulky(&dir, &paths);
+    }
+    Ok(())
+}
+
+fn check_alive(running: &mut Option<(RunningCollector, Sampler)>) -> anyhow::Result<()> {
+    if let Some((p, _)) = running
+        && let Some(status) = p.try_exit()?
+    {
+        anyhow::bail!("collector exited early ({status}); see collector.log");
+    }
+    Ok(())
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+/// Removes archives and ground truth (tens of thousands of files per trial at large N).
+fn remove_bulky(dir: &Path, paths: &Placeholders) {
+    let _ = std::fs::remove_dir_all(&paths.out);
+    let _ = std::fs::remove_file(&paths.truth);
+    let _ = std::fs::remove_file(&paths.prefix_file);
+    // Keep the directory if the collector left a log worth reading.
+    let log: PathBuf = dir.join("collector.log");
+    if std::fs::metadata(&log).is_ok_and(|m| m.len() == 0) {
+        let _ = std::fs::remove_file(&log);
+    }
+    let _ = std::fs::remove_dir(dir);
+}
