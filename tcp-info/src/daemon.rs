@@ -13,7 +13,7 @@ use crate::events::{EventServer, EventServerConfig, FlowEvent, FlowId};
 use crate::exclude::Exclusions;
 use crate::inetdiag::InetDiagMsg;
 use crate::metrics::{self, Metrics, SaverError};
-use crate::netlink::{DEFAULT_DESTROY_RCVBUF, DestroyListener, DiagSocket};
+use crate::netlink::{DestroyListener, DiagSocket};
 use crate::pipeline::{ArchiveSink, EventSink, Observer, ObserverConfig};
 use crate::record::Timestamp;
 use crate::saver::{ErrorClass, Saver, SaverConfig, SaverStats, repair_tree};
@@ -21,13 +21,20 @@ use crate::sources::{self, Input, sweep::SweepConfig};
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 /// How often the pipeline does housekeeping (flushes, rotation, idle closes, metrics export).
 const TICK: Duration = Duration::from_millis(100);
+/// Receive buffer of the destroy listener: room for about 20 000 notifications arriving at
+/// once (≈1.5 KB each), so that a mass close loses no final record. Memory is only used while
+/// notifications wait; without CAP_NET_ADMIN the kernel caps it at `net.core.rmem_max`.
+const DESTROY_RCVBUF: usize = 32 << 20;
+/// Upper bound on archive files open at once. Segments idle for a minute are closed anyway; this
+/// only bounds bursts of activity (see `saver::SaverConfig::max_open_files`).
+const MAX_OPEN_ARCHIVES: usize = 65_536;
 /// How long a connection missing from sweeps waits for its destroy notification.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
 /// Sweeps that may wait for the pipeline before the sweep source blocks (upstream: 2).
@@ -70,7 +77,7 @@ pub fn run(config: &Config) -> Result<()> {
     let diag = DiagSocket::open(config.rcvbuf).context("opening the sock_diag socket")?;
     // Without CAP_NET_ADMIN the destroy groups may be closed to us: run without the close
     // source then, as upstream always does (connections end when a sweep misses them).
-    let destroy = match DestroyListener::open(DEFAULT_DESTROY_RCVBUF) {
+    let destroy = match DestroyListener::open(DESTROY_RCVBUF) {
         Ok(listener) => Some(listener),
         Err(e) => {
             tracing::warn!(error = %e, "no close source: short connections may be missed and final records may be stale");
@@ -83,7 +90,7 @@ pub fn run(config: &Config) -> Result<()> {
     let mut saver_config = SaverConfig::new(config.uuid_prefix.clone());
     saver_config.rotation_age = config.rotation_age;
     saver_config.flush_interval = config.flush_interval;
-    saver_config.max_open_files = file_budget(saver_config.max_open_files);
+    saver_config.max_open_files = file_budget(MAX_OPEN_ARCHIVES);
     if config.anonymize_ip != Method::None {
         let anonymizer = Anonymizer::new(config.anonymize_ip, local);
         saver_config.anonymize = Some(Box::new(move |idm| {
@@ -112,20 +119,25 @@ pub fn run(config: &Config) -> Result<()> {
     );
 
     let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::sync_channel::<Input>(SWEEP_QUEUE);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = mpsc::channel::<Input>();
     let (done_tx, done_rx) = mpsc::channel::<&'static str>();
 
     let sweep_config = SweepConfig {
         interval: config.poll_interval,
         reps: config.reps,
+        max_queued: SWEEP_QUEUE,
     };
     let mut sources = Vec::new();
     {
         let (tx, stop, metrics) = (tx.clone(), Arc::clone(&stop), Arc::clone(&metrics));
+        let queued = Arc::clone(&queued);
         sources.push(
             thread::Builder::new()
                 .name("sweep".into())
-                .spawn(move || sources::sweep::run(diag, sweep_config, &tx, &stop, &metrics))
+                .spawn(move || {
+                    sources::sweep::run(diag, sweep_config, &tx, &queued, &stop, &metrics);
+                })
                 .context("starting the sweep thread")?,
         );
     }
@@ -145,7 +157,7 @@ pub fn run(config: &Config) -> Result<()> {
         thread::Builder::new()
             .name("pipeline".into())
             .spawn(move || {
-                let events = run_pipeline(observer, &rx, &done_tx);
+                let events = run_pipeline(observer, &rx, &queued, &done_tx);
                 // Wakes the main thread when the pipeline ends by itself (`-reps`).
                 let _ = done_tx.send("pipeline finished");
                 events
@@ -214,7 +226,8 @@ fn repair_archives(prefix: &crate::uuid::Prefix) {
 }
 
 /// Raises the soft descriptor limit to the hard one and returns how many archive files may be
-/// open at once: at most `wanted`, and half the limit, leaving room for sockets and clients.
+/// open at once: at most `wanted`, keeping an eighth of the limit (at least 256) for sockets,
+/// event clients and scrapes.
 fn file_budget(wanted: usize) -> usize {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let limit = match getrlimit(Resource::RLIMIT_NOFILE) {
@@ -243,6 +256,7 @@ fn file_budget(wanted: usize) -> usize {
 fn run_pipeline(
     mut observer: Observer<SaverSink, Events>,
     rx: &mpsc::Receiver<Input>,
+    queued: &AtomicUsize,
     done: &mpsc::Sender<&'static str>,
 ) -> Events {
     let mut last_tick = Instant::now();
@@ -254,6 +268,7 @@ fn run_pipeline(
                     .map(|d| (d.family, d.payloads.as_deref(), d.timestamp))
                     .collect();
                 observer.sweep(&families, Instant::now());
+                queued.fetch_sub(1, Ordering::AcqRel);
             }
             Ok(Input::Destroyed {
                 payloads,

@@ -6,7 +6,7 @@
 //! minisock without `tcp_info` no longer writes a `[null]` line every poll).
 
 use crate::inetdiag::offset::STATE;
-use crate::record::{ArchivalRecord, RAW_IDM_LEN};
+use crate::record::{Attributes, RAW_IDM_LEN};
 use thiserror::Error;
 
 /// Index of `INET_DIAG_INFO` (struct tcp_info) in the attribute array.
@@ -78,15 +78,19 @@ pub struct CompareError {
 }
 
 /// Compares `current` with the previous poll's record of the same connection.
-pub fn compare(
-    current: &ArchivalRecord,
-    previous: Option<&ArchivalRecord>,
+///
+/// Either side may be an owned record or a payload parsed in place ([`Attributes`]).
+pub fn compare<C: Attributes + ?Sized, P: Attributes + ?Sized>(
+    current: &C,
+    previous: Option<&P>,
 ) -> Result<Change, CompareError> {
     let Some(previous) = previous else {
         return Ok(Change::PreviousWasNil);
     };
-    for (which, record) in [("current", current), ("previous", previous)] {
-        let len = record.raw_idm().len();
+    for (which, len) in [
+        ("current", current.raw_idm().len()),
+        ("previous", previous.raw_idm().len()),
+    ] {
         if len < RAW_IDM_LEN {
             return Err(CompareError { which, len });
         }
@@ -133,15 +137,24 @@ pub fn compare(
     Ok(Change::NoMajorChange)
 }
 
-fn same_attributes(a: &ArchivalRecord, b: &ArchivalRecord) -> bool {
-    a.attribute_count() == b.attribute_count() && a.attributes().eq(b.attributes())
+fn same_attributes<A: Attributes + ?Sized, B: Attributes + ?Sized>(a: &A, b: &B) -> bool {
+    a.attribute_count() == b.attribute_count()
+        && (0..a.attribute_count()).all(|t| a.attribute(t) == b.attribute(t))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::record::Timestamp;
+    use super::{Change, CompareError, INFO, STATE};
+    use crate::record::{ArchivalRecord, ParsedPayload, Timestamp};
     use proptest::prelude::*;
+
+    /// The comparison on owned records (the generic one cannot infer the type of `None`).
+    fn compare(
+        current: &ArchivalRecord,
+        previous: Option<&ArchivalRecord>,
+    ) -> Result<Change, CompareError> {
+        super::compare(current, previous)
+    }
 
     fn record(state: u8, attrs: &[Option<Vec<u8>>]) -> ArchivalRecord {
         let mut idm = [0u8; 72];
@@ -375,6 +388,27 @@ mod tests {
                 prop_assert_eq!(compare(&a, Some(&b)).unwrap(), Change::IDiagStateChange);
             }
             prop_assert_eq!(compare(&a, Some(&a.clone())).unwrap(), Change::NoMajorChange);
+        }
+
+        /// Comparing a payload parsed in place gives what comparing its owned record gives.
+        #[test]
+        fn parsed_payload_compares_like_its_record(a in arb_record(), b in arb_record()) {
+            let mut payload = a.raw_idm().to_vec();
+            for (t, value) in a.attributes().enumerate() {
+                if let Some(v) = value {
+                    payload.extend(((v.len() + 4) as u16).to_ne_bytes());
+                    payload.extend((t as u16).to_ne_bytes());
+                    payload.extend(v);
+                    payload.resize(payload.len().div_ceil(4) * 4, 0);
+                }
+            }
+            let parsed = ParsedPayload::parse(&payload).unwrap();
+            let rebuilt = parsed.to_record(Timestamp::ZERO);
+            // Trailing nulls of the array are not representable on the wire.
+            if rebuilt.attribute_count() == a.attribute_count() {
+                prop_assert_eq!(super::compare(&parsed, Some(&b)), compare(&a, Some(&b)));
+                prop_assert_eq!(super::compare(&b, Some(&parsed)), compare(&b, Some(&a)));
+            }
         }
 
         /// Any difference outside the ignored tcp_info ranges is a change.

@@ -7,7 +7,7 @@ use crate::inetdiag::{AF_INET, AF_INET6, InetDiagMsg};
 use crate::metrics::rates::{CycleBytes, RateAccounting};
 use crate::metrics::{ExclusionReason, FlowEvent, Metrics, Source};
 use crate::netlink::Family;
-use crate::record::{ArchivalRecord, Timestamp};
+use crate::record::{ArchivalRecord, Attributes, ParsedPayload, Timestamp};
 use crate::tcpinfo;
 use crate::uuid::Prefix;
 use std::collections::HashMap;
@@ -137,31 +137,25 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
         let grace = self.config.close_grace;
         let mut gone = Vec::new();
         for (&cookie, conn) in &mut self.cache {
-            if conn.seen == cycle {
-                conn.missing_since = None;
-                continue;
+            if conn.seen != cycle && !failed[usize::from(conn.last.raw_idm()[0] == AF_INET)] {
+                let (since, at) = *conn.missing_since.get_or_insert((now, detected));
+                if now.saturating_duration_since(since) >= grace {
+                    gone.push((cookie, at));
+                    continue;
+                }
             }
-            if failed[usize::from(conn.last.raw_idm()[0] == AF_INET)] {
-                continue;
-            }
-            let (since, at) = *conn.missing_since.get_or_insert((now, detected));
-            if now.saturating_duration_since(since) >= grace {
-                gone.push((cookie, at));
-            }
-        }
-        for (cookie, at) in gone {
-            if let Some(conn) = self.end(cookie, at, now) {
-                bytes.closed_sent += conn.sent;
-                bytes.closed_received += conn.received;
-            }
-        }
-        for conn in self.cache.values() {
             if conn.last.attribute(INFO).is_some() {
                 bytes.live_sent += conn.sent;
                 bytes.live_received += conn.received;
             } else {
                 bytes.closing_sent += conn.sent;
                 bytes.closing_received += conn.received;
+            }
+        }
+        for (cookie, at) in gone {
+            if let Some(conn) = self.end(cookie, at, now) {
+                bytes.closed_sent += conn.sent;
+                bytes.closed_received += conn.received;
             }
         }
         if let Some(second) = rate_second {
@@ -240,42 +234,30 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
         if cookie == 0 || self.tombstones.contains_key(&cookie) {
             return None;
         }
-        let (record, dropped) = match ArchivalRecord::from_diag_payload(payload, timestamp) {
-            Ok(built) => built,
+        let parsed = match ParsedPayload::parse(payload) {
+            Ok(parsed) => parsed,
             Err(e) => {
                 tracing::warn!(cookie, error = %e, "dropping a malformed sock_diag reply");
                 return None;
             }
         };
-        if dropped.count > 0 {
+        if parsed.dropped.count > 0 {
             tracing::debug!(
                 cookie,
-                count = dropped.count,
-                first_type = dropped.first_type,
+                count = parsed.dropped.count,
+                first_type = parsed.dropped.first_type,
                 "attributes above type 38 not archived"
             );
         }
         let previous = self.cache.get(&cookie);
-        let change = match diff::compare(&record, previous.map(|c| &c.last)) {
+        let change = match diff::compare(&parsed, previous.map(|c| &c.last)) {
             Ok(change) => change,
             Err(e) => {
                 tracing::warn!(cookie, error = %e, "record not comparable; dropped");
                 return None;
             }
         };
-        if change == Change::PreviousWasNil {
-            let uuid = self.config.prefix.uuid(cookie);
-            self.events.open(record.timestamp, &uuid, &idm);
-            self.metrics.flow_events.get(FlowEvent::Open).inc();
-        }
-        if change.is_change() {
-            self.metrics.snapshots.inc();
-            self.metrics.records.get(source).inc();
-            if let Err(e) = self.archive.write(cookie, &record, now) {
-                tracing::warn!(cookie, error = %e, "archiving a record failed");
-            }
-        }
-        let (sent, received) = record.attribute(INFO).map_or((None, None), |info| {
+        let (sent, received) = parsed.attribute(INFO).map_or((None, None), |info| {
             (
                 read_u64(info, tcpinfo::BYTES_SENT),
                 read_u64(info, tcpinfo::BYTES_RECEIVED),
@@ -286,6 +268,27 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
         } else {
             0
         };
+        if let (false, Some(conn)) = (change.is_change(), self.cache.get_mut(&cookie)) {
+            // Unchanged: the new record differs from the cached one only in bytes change
+            // detection ignores, so every later comparison gives the same answer against
+            // either. Keep the cached record and build nothing (the common case of a sweep).
+            conn.seen = seen;
+            conn.sent = sent.unwrap_or(conn.sent);
+            conn.received = received.unwrap_or(conn.received);
+            conn.missing_since = None;
+            return Some(cookie);
+        }
+        let record = parsed.to_record(timestamp);
+        if change == Change::PreviousWasNil {
+            let uuid = self.config.prefix.uuid(cookie);
+            self.events.open(record.timestamp, &uuid, &idm);
+            self.metrics.flow_events.get(FlowEvent::Open).inc();
+        }
+        self.metrics.snapshots.inc();
+        self.metrics.records.get(source).inc();
+        if let Err(e) = self.archive.write(cookie, &record, now) {
+            tracing::warn!(cookie, error = %e, "archiving a record failed");
+        }
         match self.cache.get_mut(&cookie) {
             Some(conn) => {
                 conn.last = record;

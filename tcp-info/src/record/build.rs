@@ -1,6 +1,6 @@
 //! Building an [`ArchivalRecord`] from a raw sock_diag reply (SPEC §3.6).
 
-use super::{ArchivalRecord, Timestamp};
+use super::{ArchivalRecord, Attributes, Timestamp};
 use crate::nlmsg::{Message, SOCK_DIAG_BY_FAMILY};
 use thiserror::Error;
 
@@ -60,11 +60,31 @@ impl ArchivalRecord {
         payload: &[u8],
         timestamp: Timestamp,
     ) -> Result<(Self, DroppedAttributes), BuildError> {
+        let parsed = ParsedPayload::parse(payload)?;
+        Ok((parsed.to_record(timestamp), parsed.dropped))
+    }
+}
+
+/// A sock_diag payload split into `RawIDM` and its attribute array (SPEC §3.6) without copying:
+/// the collector compares it with the cached record and only builds an [`ArchivalRecord`] when
+/// something changed.
+#[derive(Debug, Clone)]
+pub struct ParsedPayload<'a> {
+    raw_idm: &'a [u8],
+    slots: [Option<&'a [u8]>; INET_DIAG_MAX_TYPE as usize + 1],
+    /// Length of the attribute array: the highest type seen plus one (at least 1).
+    count: usize,
+    /// Attributes left out because their type exceeds [`INET_DIAG_MAX_TYPE`].
+    pub dropped: DroppedAttributes,
+}
+
+impl<'a> ParsedPayload<'a> {
+    /// Splits `payload`; fails where upstream drops the message.
+    pub fn parse(payload: &'a [u8]) -> Result<Self, BuildError> {
         if payload.len() < RAW_IDM_LEN {
             return Err(BuildError::Truncated(payload.len()));
         }
-        let mut slots: [Option<&[u8]>; INET_DIAG_MAX_TYPE as usize + 1] =
-            [None; INET_DIAG_MAX_TYPE as usize + 1];
+        let mut slots = [None; INET_DIAG_MAX_TYPE as usize + 1];
         let mut max_type = 0usize;
         let mut dropped = DroppedAttributes::default();
         let mut offset = RAW_IDM_LEN;
@@ -95,8 +115,31 @@ impl ArchivalRecord {
                 break;
             }
         }
-        let record = Self::new(timestamp, &payload[..RAW_IDM_LEN], &slots[..=max_type]);
-        Ok((record, dropped))
+        Ok(Self {
+            raw_idm: &payload[..RAW_IDM_LEN],
+            slots,
+            count: max_type + 1,
+            dropped,
+        })
+    }
+
+    /// The owned record, stamped with `timestamp`.
+    pub fn to_record(&self, timestamp: Timestamp) -> ArchivalRecord {
+        ArchivalRecord::new(timestamp, self.raw_idm, &self.slots[..self.count])
+    }
+}
+
+impl Attributes for ParsedPayload<'_> {
+    fn raw_idm(&self) -> &[u8] {
+        self.raw_idm
+    }
+
+    fn attribute_count(&self) -> usize {
+        self.count
+    }
+
+    fn attribute(&self, t: usize) -> Option<&[u8]> {
+        self.slots.get(..self.count)?.get(t).copied().flatten()
     }
 }
 

@@ -11,7 +11,7 @@ mod reader;
 mod timestamp;
 mod writer;
 
-pub use build::{BuildError, DroppedAttributes, INET_DIAG_MAX_TYPE, RAW_IDM_LEN};
+pub use build::{BuildError, DroppedAttributes, INET_DIAG_MAX_TYPE, ParsedPayload, RAW_IDM_LEN};
 pub use json::DecodeError;
 pub(crate) use json::push_go_string;
 pub use reader::{ArchiveReader, ReadError, ReadErrorKind};
@@ -27,6 +27,31 @@ pub struct Metadata {
     pub sequence: i64,
     /// Timestamp of the connection's first observed record, the same in every segment.
     pub start_time: Timestamp,
+}
+
+/// Read access to a snapshot's `RawIDM` and attribute array, shared by owned records and
+/// payloads parsed in place, so that change detection runs on either without copying.
+pub trait Attributes {
+    /// The raw `inet_diag_msg` (72 bytes for a snapshot).
+    fn raw_idm(&self) -> &[u8];
+    /// Length of the attribute array.
+    fn attribute_count(&self) -> usize;
+    /// The payload at index `t`, if present and non-null.
+    fn attribute(&self, t: usize) -> Option<&[u8]>;
+}
+
+impl Attributes for ArchivalRecord {
+    fn raw_idm(&self) -> &[u8] {
+        ArchivalRecord::raw_idm(self)
+    }
+
+    fn attribute_count(&self) -> usize {
+        ArchivalRecord::attribute_count(self)
+    }
+
+    fn attribute(&self, t: usize) -> Option<&[u8]> {
+        ArchivalRecord::attribute(self, t)
+    }
 }
 
 /// Where one attribute's payload lives inside [`ArchivalRecord`]'s buffer; `start == NULL` is null.

@@ -8,7 +8,7 @@ use crate::netlink::{DestroyListener, RecvOutcome};
 use crate::record::Timestamp;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 /// How long one receive waits, which bounds how long a stop request waits.
@@ -18,7 +18,7 @@ const POLL: Duration = Duration::from_millis(50);
 /// overrun is counted; the sweeps that follow reconcile the lost closes.
 pub fn run(
     mut listener: DestroyListener,
-    tx: &SyncSender<Input>,
+    tx: &Sender<Input>,
     stop: &AtomicBool,
     metrics: &Arc<Metrics>,
 ) {

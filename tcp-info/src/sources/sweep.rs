@@ -7,8 +7,8 @@ use crate::metrics::{AddressFamily, DumpFailure, ErrorType, Metrics};
 use crate::netlink::{DiagSocket, DumpError, Family};
 use crate::record::Timestamp;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::SyncSender;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 /// Settings of the sweep loop.
@@ -18,24 +18,36 @@ pub struct SweepConfig {
     pub interval: Duration,
     /// Cycles to run; 0 = until stopped.
     pub reps: u64,
+    /// Sweeps that may wait for the pipeline; the next dump waits while this many are queued
+    /// (upstream's queue depth is 2). The channel itself is unbounded so that the close source
+    /// never blocks behind sweeps.
+    pub max_queued: usize,
 }
 
 /// Runs the sweep loop until `stop` is set, the pipeline hangs up, or `reps` cycles ran (then
 /// it sends [`Input::Finished`]).
+/// `queued` counts the sweeps sent and not yet consumed; the pipeline decrements it.
 pub fn run(
     mut socket: DiagSocket,
     config: SweepConfig,
-    tx: &SyncSender<Input>,
+    tx: &Sender<Input>,
+    queued: &AtomicUsize,
     stop: &AtomicBool,
     metrics: &Arc<Metrics>,
 ) {
     let mut next = Instant::now();
     let mut cycles = 0u64;
     while !stop.load(Ordering::Relaxed) {
+        if queued.load(Ordering::Acquire) >= config.max_queued {
+            // The pipeline is behind: wait, as upstream's polling blocks on a full queue.
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
         let dumps = [Family::Inet6, Family::Inet]
             .into_iter()
             .map(|family| dump_family(&mut socket, family, metrics))
             .collect();
+        queued.fetch_add(1, Ordering::AcqRel);
         if tx.send(Input::Sweep(dumps)).is_err() {
             return;
         }
