@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --workspace --all-targets
-cargo test --workspace --all-targets -- --test-threads="${TEST_THREADS:-4}"
 cargo test --workspace --doc
+cargo test --workspace --all-targets -- --test-threads="${TEST_THREADS:-4}"
