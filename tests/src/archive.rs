@@ -118,10 +118,11 @@ pub fn archive_files(root: &Path) -> Result<Vec<(PathBuf, ArchiveName)>> {
 
 /// Decodes every line of `path` with the project's strict reader; any error fails.
 pub fn read_records(path: &Path) -> Result<Vec<ArchivalRecord>> {
-    let reader = ArchiveReader::open(path).map_err(|e| anyhow!("{e}"))?;
-    reader
-        .map(|r| r.map_err(|e| anyhow!("{e}")))
-        .collect::<Result<Vec<_>>>()
+    let context = || format!("decoding {}", path.display());
+    ArchiveReader::open(path)
+        .with_context(context)?
+        .map(|r| r.with_context(context))
+        .collect()
 }
 
 /// One decoded file.

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
 use std::net::Shutdown;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant, SystemTime};
 
 use tcp_info::events::{Decoded, EventKind, FlowEvent};
@@ -180,7 +181,9 @@ fn a_client_that_never_reads_does_not_slow_the_daemon() {
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     let ticker = std::thread::spawn(move || {
         let mut sent: Vec<SystemTime> = Vec::new();
-        while stop_rx.recv_timeout(TICK).is_err() {
+        // Tick until told to stop, or until the test is gone (a failed assertion dropped
+        // the sender): a disconnected channel must not turn this into a busy loop.
+        while let Err(RecvTimeoutError::Timeout) = stop_rx.recv_timeout(TICK) {
             sent.push(SystemTime::now());
             ticker_client.write_all(&[1]).unwrap();
         }

@@ -92,6 +92,15 @@ fn terminate_and_check(
     Ok(())
 }
 
+/// Sets the flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 #[test]
 fn sigterm_finishes_everything_and_a_restart_overwrites_nothing() {
     const IDLE: usize = 4;
@@ -124,6 +133,8 @@ fn sigterm_finishes_everything_and_a_restart_overwrites_nothing() {
     let (mut stream_server, stream_cookie, _) = traffic::accept(&listener).unwrap();
     cookies.push(stream_cookie);
     let stop = Arc::new(AtomicBool::new(false));
+    // Stops the streamer even when an assertion below fails first.
+    let _stop_on_exit = StopOnDrop(Arc::clone(&stop));
     let streamer = {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || {

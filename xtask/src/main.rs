@@ -9,7 +9,7 @@ mod interrupt;
 mod timefmt;
 mod workload;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -49,6 +49,13 @@ enum Cmd {
     /// Internal: run a command every interval until SIGTERM (the `ss` baseline).
     #[command(hide = true)]
     Repeat(bench::repeat::RepeatArgs),
+}
+
+/// The workspace root (the parent of this crate's directory).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 fn main() -> anyhow::Result<()> {

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tcp_info::record::{ArchivalRecord, ArchiveWriter, Metadata, Timestamp};
+use tcp_info::record::{ArchivalRecord, ArchiveWriter, Metadata};
 
 use crate::interrupt::Interrupt;
-use crate::timefmt::Civil;
+use crate::timefmt::{date_path, timestamp};
 use crate::workload::sock::{TCP_CLOSE, TCP_ESTABLISHED};
 use crate::workload::truth::{ConnClass, ConnTruth, read_truth};
 
@@ -71,11 +71,6 @@ pub fn tcp_info_payload(state: u8, bytes_acked: u64, bytes_received: u64) -> Vec
     b
 }
 
-fn timestamp(ns: u64) -> anyhow::Result<Timestamp> {
-    Timestamp::from_unix((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as u32)
-        .with_context(|| format!("time {ns} ns is out of range"))
-}
-
 /// Writes archives for `truth` as `mode` dictates; returns the number of files written.
 pub fn write_fake_archives(
     truth: &[ConnTruth],
@@ -105,7 +100,7 @@ pub fn write_fake_archives(
         };
         let uuid = format!("{prefix}_{:016X}", c.cookie);
         let start = timestamp(c.opened_ns)?;
-        let dir = out.join(Civil::from_unix_ns(c.opened_ns).date_path());
+        let dir = out.join(date_path(&start));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(format!("{uuid}.00000.jsonl.zst"));
         let f = File::create(&path).with_context(|| format!("creating {}", path.display()))?;

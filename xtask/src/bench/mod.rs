@@ -24,10 +24,11 @@ use self::collector::{Archives, CollectorSpec, DaemonBinary, parse_spec};
 use self::report::{Machine, RunInfo, Stat};
 use self::trial::{TrialEnv, TrialResult, TrialSettings, run_trial};
 use crate::interrupt::Interrupt;
-use crate::timefmt::{Civil, now_unix_ns};
+use crate::timefmt::{compact, now_unix_ns, timestamp};
 use crate::workload::driver::DEFAULT_IDLE_PER_WORKER;
 use crate::workload::mbit_to_bytes;
 use crate::workload::truth::ConnClass;
+use crate::workspace_root;
 
 /// Arguments of `cargo xtask bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -124,12 +125,6 @@ struct Plan {
     reference: Option<String>,
     settings: TrialSettings,
     notes: Vec<String>,
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 fn plan(args: &BenchArgs) -> anyhow::Result<Plan> {
@@ -240,18 +235,18 @@ pub fn run(args: &BenchArgs, interrupt: &Interrupt) -> anyhow::Result<()> {
         );
     }
     let started_ns = now_unix_ns();
-    let civil = Civil::from_unix_ns(started_ns);
+    let started = timestamp(started_ns)?;
     let run_dir = args
         .out_dir
         .clone()
-        .unwrap_or_else(|| workspace_root().join("bench-out").join(civil.compact()));
+        .unwrap_or_else(|| workspace_root().join("bench-out").join(compact(&started)));
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let exe = std::env::current_exe().context("locating the xtask executable")?;
     for n in &plan.notes {
         eprintln!("note: {n}");
     }
     let info = RunInfo {
-        started: Civil { nanos: 0, ..civil }.rfc3339(),
+        started: timestamp(started_ns - started_ns % 1_000_000_000)?.to_string(),
         command_line: command_line(),
         source: source_revision(),
         machine: Machine::current(),

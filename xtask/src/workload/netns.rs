@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context as _, bail};
 use nix::sched::CloneFlags;
+use tcp_info::netlink::{in_netns, named_netns_path};
 
 /// Prefix of every namespace name this module creates.
 const NS_PREFIX: &str = "tib";
@@ -138,31 +139,26 @@ impl Drop for Topology {
     }
 }
 
-/// Moves the calling thread into the named network namespace.
+/// Moves the calling thread into the named network namespace, for good.
 ///
 /// Only the calling thread changes namespace; sockets it creates afterwards belong to `ns`
 /// for their whole life, whichever thread uses them later.
 pub fn enter(ns: &str) -> anyhow::Result<()> {
-    let path = Path::new("/run/netns").join(ns);
+    let path = named_netns_path(ns);
     let f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     nix::sched::setns(&f, CloneFlags::CLONE_NEWNET)
         .with_context(|| format!("entering network namespace {ns}"))?;
     Ok(())
 }
 
-/// Runs `f` on a new thread that has entered `ns`, and returns its result.
+/// Runs `f` on a helper thread inside `ns` and returns its result
+/// ([`tcp_info::netlink::in_netns`]).
 pub fn run_in<T: Send>(
     ns: &str,
     f: impl FnOnce() -> anyhow::Result<T> + Send,
 ) -> anyhow::Result<T> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            enter(ns)?;
-            f()
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("thread in namespace {ns} panicked"))?
-    })
+    in_netns(&named_netns_path(ns), f)
+        .with_context(|| format!("running in network namespace {ns}"))?
 }
 
 /// Writes `/proc/sys/<key>` as seen from namespace `ns`.

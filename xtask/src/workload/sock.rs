@@ -19,8 +19,6 @@ use socket2::{Domain, Protocol, Socket, Type};
 pub const TCP_CLOSE: u8 = 7;
 /// `TCP_ESTABLISHED`.
 pub const TCP_ESTABLISHED: u8 = 1;
-/// `SO_COOKIE` (asm-generic value; the libc crate does not export it on every target).
-const SO_COOKIE: libc::c_int = 57;
 
 /// A listening socket on `addr` with a deep backlog.
 pub fn listen(addr: SocketAddrV4, backlog: i32) -> io::Result<TcpListener> {
@@ -85,7 +83,7 @@ pub fn cookie(s: &impl AsFd) -> io::Result<u64> {
         libc::getsockopt(
             s.as_fd().as_raw_fd(),
             libc::SOL_SOCKET,
-            SO_COOKIE,
+            libc::SO_COOKIE,
             (&raw mut value).cast(),
             &raw mut len,
         )
