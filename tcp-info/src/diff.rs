@@ -5,17 +5,13 @@
 //! least every record upstream would write; the only reduction allowed is D3 (a time-wait
 //! minisock without `tcp_info` no longer writes a `[null]` line every poll).
 
-use crate::inetdiag::offset::STATE;
+use crate::inetdiag::{attr, offset::STATE};
 use crate::record::{Attributes, RAW_IDM_LEN};
+use crate::tcpinfo::{COMPARED_COUNTERS, COMPARED_HEAD};
 use thiserror::Error;
 
 /// Index of `INET_DIAG_INFO` (struct tcp_info) in the attribute array.
-const INFO: usize = 2;
-/// tcp_info bytes compared first: `pmtu` through `delivery_rate`.
-const COUNTERS: std::ops::Range<usize> = 60..168;
-/// tcp_info bytes compared next: state through `fackets`. Bytes 44..60 (the `last_*` timers)
-/// and everything from 168 on (`busy_time` onwards) are ignored, as upstream ignores them.
-const STATE_FIELDS: std::ops::Range<usize> = 0..44;
+const INFO: usize = attr::INFO as usize;
 
 /// The outcome of a comparison; the discriminants are upstream's enum values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,10 +104,12 @@ pub fn compare<C: Attributes + ?Sized, P: Attributes + ?Sized>(
         return Ok(Change::NoTCPInfo);
     };
     // D7: a length change is a change, and only bytes both payloads have are compared.
+    // Counters first, then state through `fackets` (rules 5 and 6); the `last_*` timers and
+    // everything from `busy_time` on are ignored, as upstream ignores them.
     if cur_info.len() != prev_info.len() {
         return Ok(Change::StateOrCounterChange);
     }
-    for range in [COUNTERS, STATE_FIELDS] {
+    for range in [COMPARED_COUNTERS, COMPARED_HEAD] {
         let end = range.end.min(cur_info.len());
         let start = range.start.min(end);
         if cur_info[start..end] != prev_info[start..end] {

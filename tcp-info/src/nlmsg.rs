@@ -24,8 +24,30 @@ pub const NLM_F_DUMP_INTR: u16 = 0x10;
 /// `NLM_F_ROOT | NLM_F_MATCH`.
 pub const NLM_F_DUMP: u16 = 0x300;
 
+/// The `N` bytes at `at`, or `None` if `bytes` ends before them.
+fn bytes_at<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
+    bytes.get(at..at.checked_add(N)?)?.try_into().ok()
+}
+
+/// The host-order `u16` at byte `at`, or `None` if `bytes` ends before it. Netlink and every
+/// sock_diag structure carry integers in host order; this and its siblings are the crate's one
+/// reader for them.
+pub fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
+    bytes_at(bytes, at).map(u16::from_ne_bytes)
+}
+
+/// The host-order `u32` at byte `at`, or `None` if `bytes` ends before it.
+pub fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    bytes_at(bytes, at).map(u32::from_ne_bytes)
+}
+
+/// The host-order `u64` at byte `at`, or `None` if `bytes` ends before it.
+pub fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    bytes_at(bytes, at).map(u64::from_ne_bytes)
+}
+
 /// A decoded `nlmsghdr`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Header {
     /// Total length of the message, header included.
     pub len: u32,
@@ -42,14 +64,25 @@ pub struct Header {
 impl Header {
     /// Decodes a header from the first 16 bytes of `bytes`.
     pub fn parse(bytes: &[u8]) -> Option<Self> {
-        let h: &[u8; HEADER_LEN] = bytes.get(..HEADER_LEN)?.try_into().ok()?;
         Some(Self {
-            len: u32::from_ne_bytes([h[0], h[1], h[2], h[3]]),
-            kind: u16::from_ne_bytes([h[4], h[5]]),
-            flags: u16::from_ne_bytes([h[6], h[7]]),
-            seq: u32::from_ne_bytes([h[8], h[9], h[10], h[11]]),
-            pid: u32::from_ne_bytes([h[12], h[13], h[14], h[15]]),
+            len: u32_at(bytes, 0)?,
+            kind: u16_at(bytes, 4)?,
+            flags: u16_at(bytes, 6)?,
+            seq: u32_at(bytes, 8)?,
+            pid: u32_at(bytes, 12)?,
         })
+    }
+
+    /// `len` as a size, checked to cover at least the header itself.
+    fn checked_len(&self, offset: u64) -> Result<usize, FrameError> {
+        let len = self.len as usize;
+        if len < HEADER_LEN {
+            return Err(FrameError::LengthTooSmall {
+                offset,
+                len: self.len,
+            });
+        }
+        Ok(len)
     }
 
     /// Encodes the header into 16 bytes.
@@ -80,8 +113,8 @@ impl Message<'_> {
         if self.header.kind != NLMSG_ERROR {
             return None;
         }
-        let code = self.payload.get(..4)?;
-        Some(-i32::from_ne_bytes([code[0], code[1], code[2], code[3]]))
+        let code: [u8; 4] = bytes_at(self.payload, 0)?;
+        Some(-i32::from_ne_bytes(code))
     }
 }
 
@@ -183,13 +216,7 @@ fn frame(rest: &[u8], offset: u64) -> Result<(Message<'_>, usize), FrameError> {
         offset,
         available: rest.len(),
     })?;
-    let len = header.len as usize;
-    if len < HEADER_LEN {
-        return Err(FrameError::LengthTooSmall {
-            offset,
-            len: header.len,
-        });
-    }
+    let len = header.checked_len(offset)?;
     if len > rest.len() {
         return Err(FrameError::LengthPastEnd {
             offset,
@@ -207,7 +234,7 @@ fn frame(rest: &[u8], offset: u64) -> Result<(Message<'_>, usize), FrameError> {
 }
 
 /// An owned message read from a stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OwnedMessage {
     /// The decoded header.
     pub header: Header,
@@ -294,19 +321,7 @@ impl<R: std::io::Read> StreamReader<R> {
             offset,
             available: got,
         })?;
-        if (header.len as usize) < HEADER_LEN {
-            return Err(FrameError::LengthTooSmall {
-                offset,
-                len: header.len,
-            }
-            .into());
-        }
-        let body = header.len as usize - HEADER_LEN;
-        let past_end = |available| FrameError::LengthPastEnd {
-            offset,
-            len: header.len,
-            available,
-        };
+        let len = header.checked_len(offset)?;
         if header.len > self.max_len {
             return Err(FrameError::TooLong {
                 offset,
@@ -315,18 +330,23 @@ impl<R: std::io::Read> StreamReader<R> {
             }
             .into());
         }
+        let body = len - HEADER_LEN;
         message.header = header;
         message.payload.clear();
         message.payload.resize(body, 0);
         let got = read_full(&mut self.input, &mut message.payload).map_err(io)?;
         if got < body {
-            return Err(past_end(HEADER_LEN + got).into());
+            return Err(FrameError::LengthPastEnd {
+                offset,
+                len: header.len,
+                available: HEADER_LEN + got,
+            }
+            .into());
         }
         // Skip alignment padding; a stream may end without it.
-        let pad = align(header.len as usize) - header.len as usize;
         let mut padding = [0u8; 3];
-        let got_pad = read_full(&mut self.input, &mut padding[..pad]).map_err(io)?;
-        self.offset += (header.len as usize + got_pad) as u64;
+        let got_pad = read_full(&mut self.input, &mut padding[..align(len) - len]).map_err(io)?;
+        self.offset += (len + got_pad) as u64;
         Ok(true)
     }
 }
@@ -335,16 +355,7 @@ impl<R: std::io::Read> Iterator for StreamReader<R> {
     type Item = Result<OwnedMessage, StreamError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let mut message = OwnedMessage {
-            header: Header {
-                len: 0,
-                kind: 0,
-                flags: 0,
-                seq: 0,
-                pid: 0,
-            },
-            payload: Vec::new(),
-        };
+        let mut message = OwnedMessage::default();
         match self.read_into(&mut message) {
             Ok(true) => Some(Ok(message)),
             Ok(false) => None,
@@ -475,6 +486,26 @@ mod tests {
                 max: 1_048_576
             }))]
         ));
+    }
+
+    #[test]
+    fn host_order_readers_stop_at_the_end() {
+        let mut b = 0x0102_0304_0506_0708u64.to_ne_bytes().to_vec();
+        b.push(9);
+        assert_eq!(u64_at(&b, 0), Some(0x0102_0304_0506_0708));
+        assert_eq!(
+            u64_at(&b, 1),
+            Some(u64::from_ne_bytes(b[1..9].try_into().unwrap()))
+        );
+        assert_eq!(u64_at(&b, 2), None);
+        assert_eq!(
+            u32_at(&b, 5),
+            Some(u32::from_ne_bytes([b[5], b[6], b[7], b[8]]))
+        );
+        assert_eq!(u32_at(&b, 6), None);
+        assert_eq!(u16_at(&b, 7), Some(u16::from_ne_bytes([b[7], b[8]])));
+        assert_eq!(u16_at(&b, 8), None);
+        assert_eq!(u16_at(&b, usize::MAX), None, "no overflow");
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! Fields are read in host byte order, as the kernel writes them (every M-Lab host is
 //! little-endian).
 
+use crate::inetdiag::attr::Image;
 use std::ops::Range;
 
 /// Size of the newest layout known here (Linux 6.18).
@@ -194,17 +195,10 @@ pub mod options {
 }
 
 /// A `u32` field read straight from a payload, or `None` if the payload ends before it.
-pub fn field_u32(payload: &[u8], at: usize) -> Option<u32> {
-    let bytes = payload.get(at..at.checked_add(4)?)?;
-    Some(u32::from_ne_bytes(bytes.try_into().ok()?))
-}
-
+pub use crate::nlmsg::u32_at as field_u32;
 /// A `u64` field read straight from a payload, or `None` if the payload ends before it (the
 /// cheap path for hot loops that need one counter, e.g. `bytes_sent` for rate metrics).
-pub fn field_u64(payload: &[u8], at: usize) -> Option<u64> {
-    let bytes = payload.get(at..at.checked_add(8)?)?;
-    Some(u64::from_ne_bytes(bytes.try_into().ok()?))
-}
+pub use crate::nlmsg::u64_at as field_u64;
 
 /// A decoded `struct tcp_info`. Field names are the kernel's without the `tcpi_` prefix.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -359,33 +353,11 @@ pub struct TcpInfo {
     pub accecn_opt_seen: u16,
 }
 
-/// Reads fixed-width host-order integers from a zero-filled copy of the payload.
-struct Fields([u8; LEN]);
-
-impl Fields {
-    fn u8(&self, at: usize) -> u8 {
-        self.0[at]
-    }
-    fn u16(&self, at: usize) -> u16 {
-        u16::from_ne_bytes([self.0[at], self.0[at + 1]])
-    }
-    fn u32(&self, at: usize) -> u32 {
-        let b = &self.0;
-        u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-    }
-    fn u64(&self, at: usize) -> u64 {
-        u64::from(self.u32(at)) | u64::from(self.u32(at + 4)) << 32
-    }
-}
-
 impl TcpInfo {
     /// Decodes a payload of any length; never fails (see the module docs).
     pub fn decode(payload: &[u8]) -> Self {
         use offset as o;
-        let mut buf = [0u8; LEN];
-        let known = payload.len().min(LEN);
-        buf[..known].copy_from_slice(&payload[..known]);
-        let f = Fields(buf);
+        let (f, _) = Image::<LEN>::of(payload);
         Self {
             len: payload.len(),
             extra: payload.get(LEN..).unwrap_or_default().to_vec(),

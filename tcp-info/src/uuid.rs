@@ -149,13 +149,14 @@ pub fn boot_time_from(proc_uptime: &str, now: SystemTime) -> Option<i64> {
     if !uptime.is_finite() || uptime < 0.0 {
         return None;
     }
-    // f64 → i128 saturates; an uptime that large is nonsense anyway and just yields a bad year.
-    let uptime_ns = (uptime * 1e6) as i128 * 1000;
+    // f64 → i128 saturates, so an absurd uptime must not overflow the arithmetic below; it
+    // gives `None` (a BADBOOTTIME prefix) instead of a panic.
+    let uptime_ns = ((uptime * 1e6) as i128).checked_mul(1000)?;
     let now_ns = match now.duration_since(UNIX_EPOCH) {
         Ok(after) => after.as_nanos() as i128,
         Err(before) => -(before.duration().as_nanos() as i128),
     };
-    i64::try_from((now_ns - uptime_ns).div_euclid(1_000_000_000)).ok()
+    i64::try_from(now_ns.checked_sub(uptime_ns)?.div_euclid(1_000_000_000)).ok()
 }
 
 #[cfg(test)]
@@ -263,7 +264,7 @@ mod tests {
         // 1_000_000.25 - 100.5 = 999_899.75 → floor 999_899.
         assert_eq!(boot_time_from("100.50 5.0\n", now), Some(999_899));
         assert_eq!(boot_time_from("0.25 0.0", now), Some(1_000_000));
-        for bad in ["", "abc 1", "12.5", "-1 2", "NaN 1", "inf 1"] {
+        for bad in ["", "abc 1", "12.5", "-1 2", "NaN 1", "inf 1", "1e300 1"] {
             assert_eq!(boot_time_from(bad, now), None, "{bad:?}");
         }
     }

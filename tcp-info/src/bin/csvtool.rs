@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use tcp_info::csv;
-use tcp_info::record::ArchiveReader;
+use tcp_info::record::{ArchiveReader, ZSTD_MAGIC};
 use tcp_info::snapshot::Snapshot;
 
 const USAGE: &str = "\
@@ -90,7 +90,6 @@ fn run(args: &[OsString]) -> Result<(), Failure> {
 
 /// Standard input, zstd-decoded when it starts with the zstd frame magic.
 fn stdin_reader() -> Result<ArchiveReader, Failure> {
-    const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
     let mut stdin = io::stdin();
     let mut head = Vec::with_capacity(4);
     // A pipe may deliver fewer than 4 bytes per read; stop early at EOF.

@@ -119,42 +119,59 @@ pub struct Decoded<T> {
     pub fit: Fit,
 }
 
-/// The payload copied into a zero-filled `N`-byte buffer, and its fit.
-fn fixed<const N: usize>(payload: &[u8]) -> ([u8; N], Fit) {
-    let mut buf = [0u8; N];
-    let n = payload.len().min(N);
-    buf[..n].copy_from_slice(&payload[..n]);
-    (buf, Fit::of(payload.len(), N))
-}
+/// A payload copied into a zero-filled `N`-byte image of its struct, read field by field in
+/// host order. Reads inside the image never fail: the tail a short payload lacks reads as zero.
+pub(crate) struct Image<const N: usize>([u8; N]);
 
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_ne_bytes([b[at], b[at + 1]])
-}
+impl<const N: usize> Image<N> {
+    /// The image of `payload` (its first `N` bytes, zero-filled), and the payload's fit.
+    pub(crate) fn of(payload: &[u8]) -> (Self, Fit) {
+        let mut buf = [0u8; N];
+        let n = payload.len().min(N);
+        buf[..n].copy_from_slice(&payload[..n]);
+        (Self(buf), Fit::of(payload.len(), N))
+    }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    pub(crate) fn u8(&self, at: usize) -> u8 {
+        self.0.get(at).copied().unwrap_or_default()
+    }
+
+    pub(crate) fn u16(&self, at: usize) -> u16 {
+        crate::nlmsg::u16_at(&self.0, at).unwrap_or_default()
+    }
+
+    pub(crate) fn u32(&self, at: usize) -> u32 {
+        crate::nlmsg::u32_at(&self.0, at).unwrap_or_default()
+    }
+
+    pub(crate) fn u64(&self, at: usize) -> u64 {
+        crate::nlmsg::u64_at(&self.0, at).unwrap_or_default()
+    }
 }
 
 /// Decodes a u8 attribute (TOS, `TCLASS`, `SHUTDOWN`, `PROTOCOL`).
 pub fn decode_u8(payload: &[u8]) -> Decoded<u8> {
-    let (b, fit) = fixed::<1>(payload);
-    Decoded { value: b[0], fit }
+    let (b, fit) = Image::<1>::of(payload);
+    Decoded {
+        value: b.u8(0),
+        fit,
+    }
 }
 
 /// Decodes `CLASS_ID` as the kernel's full u32 (D6: upstream keeps only the first byte).
 pub fn decode_class_id(payload: &[u8]) -> Decoded<u32> {
-    let (b, fit) = fixed::<4>(payload);
+    let (b, fit) = Image::<4>::of(payload);
     Decoded {
-        value: u32_at(&b, 0),
+        value: b.u32(0),
         fit,
     }
 }
 
 /// Decodes `CGROUP_ID` (u64).
 pub fn decode_cgroup_id(payload: &[u8]) -> Decoded<u64> {
-    let (b, fit) = fixed::<8>(payload);
+    let (b, fit) = Image::<8>::of(payload);
     Decoded {
-        value: u64::from(u32_at(&b, 0)) | u64::from(u32_at(&b, 4)) << 32,
+        value: b.u64(0),
         fit,
     }
 }
@@ -191,12 +208,12 @@ impl MemInfo {
 
     /// Decodes a payload of any length.
     pub fn decode(payload: &[u8]) -> Decoded<Self> {
-        let (b, fit) = fixed::<{ Self::LEN }>(payload);
+        let (b, fit) = Image::<{ Self::LEN }>::of(payload);
         let value = Self {
-            rmem: u32_at(&b, 0),
-            wmem: u32_at(&b, 4),
-            fmem: u32_at(&b, 8),
-            tmem: u32_at(&b, 12),
+            rmem: b.u32(0),
+            wmem: b.u32(4),
+            fmem: b.u32(8),
+            tmem: b.u32(12),
         };
         Decoded { value, fit }
     }
@@ -231,17 +248,17 @@ impl SkMemInfo {
 
     /// Decodes a payload of any length.
     pub fn decode(payload: &[u8]) -> Decoded<Self> {
-        let (b, fit) = fixed::<{ Self::LEN }>(payload);
+        let (b, fit) = Image::<{ Self::LEN }>::of(payload);
         let value = Self {
-            rmem_alloc: u32_at(&b, 0),
-            rcvbuf: u32_at(&b, 4),
-            wmem_alloc: u32_at(&b, 8),
-            sndbuf: u32_at(&b, 12),
-            fwd_alloc: u32_at(&b, 16),
-            wmem_queued: u32_at(&b, 20),
-            optmem: u32_at(&b, 24),
-            backlog: u32_at(&b, 28),
-            drops: u32_at(&b, 32),
+            rmem_alloc: b.u32(0),
+            rcvbuf: b.u32(4),
+            wmem_alloc: b.u32(8),
+            sndbuf: b.u32(12),
+            fwd_alloc: b.u32(16),
+            wmem_queued: b.u32(20),
+            optmem: b.u32(24),
+            backlog: b.u32(28),
+            drops: b.u32(32),
         };
         Decoded { value, fit }
     }
@@ -266,12 +283,12 @@ impl VegasInfo {
 
     /// Decodes a payload of any length.
     pub fn decode(payload: &[u8]) -> Decoded<Self> {
-        let (b, fit) = fixed::<{ Self::LEN }>(payload);
+        let (b, fit) = Image::<{ Self::LEN }>::of(payload);
         let value = Self {
-            enabled: u32_at(&b, 0),
-            rtt_count: u32_at(&b, 4),
-            rtt: u32_at(&b, 8),
-            min_rtt: u32_at(&b, 12),
+            enabled: b.u32(0),
+            rtt_count: b.u32(4),
+            rtt: b.u32(8),
+            min_rtt: b.u32(12),
         };
         Decoded { value, fit }
     }
@@ -298,13 +315,13 @@ impl DctcpInfo {
 
     /// Decodes a payload of any length.
     pub fn decode(payload: &[u8]) -> Decoded<Self> {
-        let (b, fit) = fixed::<{ Self::LEN }>(payload);
+        let (b, fit) = Image::<{ Self::LEN }>::of(payload);
         let value = Self {
-            enabled: u16_at(&b, 0),
-            ce_state: u16_at(&b, 2),
-            alpha: u32_at(&b, 4),
-            ab_ecn: u32_at(&b, 8),
-            ab_tot: u32_at(&b, 12),
+            enabled: b.u16(0),
+            ce_state: b.u16(2),
+            alpha: b.u32(4),
+            ab_ecn: b.u32(8),
+            ab_tot: b.u32(12),
         };
         Decoded { value, fit }
     }
@@ -330,12 +347,12 @@ impl BbrInfo {
 
     /// Decodes a payload of any length.
     pub fn decode(payload: &[u8]) -> Decoded<Self> {
-        let (b, fit) = fixed::<{ Self::LEN }>(payload);
+        let (b, fit) = Image::<{ Self::LEN }>::of(payload);
         let value = Self {
-            bw: u64::from(u32_at(&b, 0)) | u64::from(u32_at(&b, 4)) << 32,
-            min_rtt: u32_at(&b, 8),
-            pacing_gain: u32_at(&b, 12),
-            cwnd_gain: u32_at(&b, 16),
+            bw: u64::from(b.u32(0)) | u64::from(b.u32(4)) << 32,
+            min_rtt: b.u32(8),
+            pacing_gain: b.u32(12),
+            cwnd_gain: b.u32(16),
         };
         Decoded { value, fit }
     }
@@ -373,10 +390,10 @@ impl SockOpt {
 
     /// Decodes a payload of any length.
     pub fn decode(payload: &[u8]) -> Decoded<Self> {
-        let (b, fit) = fixed::<{ Self::LEN }>(payload);
+        let (b, fit) = Image::<{ Self::LEN }>::of(payload);
         // Two u8 bit-field bytes, not a u16: byte 1 holds bits 8 and up whatever the host order.
         Decoded {
-            value: Self(u16::from(b[0]) | u16::from(b[1]) << 8),
+            value: Self(u16::from(b.u8(0)) | u16::from(b.u8(1)) << 8),
             fit,
         }
     }

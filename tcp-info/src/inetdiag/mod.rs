@@ -134,8 +134,8 @@ impl<'a> InetDiagMsg<'a> {
     }
 
     fn u32_at(self, at: usize) -> u32 {
-        let b = self.bytes;
-        u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+        // Every offset read is a constant inside the 72 bytes.
+        crate::nlmsg::u32_at(self.bytes, at).unwrap_or_default()
     }
 
     /// `idiag_family` (2 or 10 for TCP sockets).
@@ -184,7 +184,7 @@ impl<'a> InetDiagMsg<'a> {
     }
     /// The socket cookie: two host-order u32 halves, low half first (D6 fixed).
     pub fn cookie(&self) -> u64 {
-        u64::from(self.u32_at(offset::COOKIE + 4)) << 32 | u64::from(self.u32_at(offset::COOKIE))
+        cookie(self.bytes).unwrap_or_default()
     }
     /// `idiag_expires` in milliseconds.
     pub fn expires(&self) -> u32 {
@@ -206,6 +206,14 @@ impl<'a> InetDiagMsg<'a> {
     pub fn inode(&self) -> u32 {
         self.u32_at(offset::INODE)
     }
+}
+
+/// The socket cookie of a raw `inet_diag_msg` (bytes 44–51: two host-order u32 halves, low half
+/// first; D6 fixed), or `None` if `raw_idm` ends before it.
+pub fn cookie(raw_idm: &[u8]) -> Option<u64> {
+    let low = crate::nlmsg::u32_at(raw_idm, offset::COOKIE)?;
+    let high = crate::nlmsg::u32_at(raw_idm, offset::COOKIE + 4)?;
+    Some(u64::from(high) << 32 | u64::from(low))
 }
 
 fn array16(bytes: &[u8; MSG_LEN], at: usize) -> &[u8; 16] {

@@ -1,11 +1,11 @@
 //! Building an [`ArchivalRecord`] from a raw sock_diag reply (SPEC §3.6).
 
 use super::{ArchivalRecord, Attributes, Timestamp};
-use crate::nlmsg::{Message, SOCK_DIAG_BY_FAMILY};
+use crate::nlmsg::{Message, SOCK_DIAG_BY_FAMILY, align, u16_at};
 use thiserror::Error;
 
 /// Size of `struct inet_diag_msg`, archived verbatim as `RawIDM`.
-pub const RAW_IDM_LEN: usize = 72;
+pub const RAW_IDM_LEN: usize = crate::inetdiag::MSG_LEN;
 /// The highest attribute type upstream archives: 2 × its `INET_DIAG_MAX` of 19.
 pub const INET_DIAG_MAX_TYPE: u16 = 38;
 
@@ -72,7 +72,8 @@ impl ArchivalRecord {
 pub struct ParsedPayload<'a> {
     raw_idm: &'a [u8],
     slots: [Option<&'a [u8]>; INET_DIAG_MAX_TYPE as usize + 1],
-    /// Length of the attribute array: the highest type seen plus one (at least 1).
+    /// Length of the attribute array: the highest type seen, capped at
+    /// [`INET_DIAG_MAX_TYPE`], plus one (at least 1).
     count: usize,
     /// Attributes left out because their type exceeds [`INET_DIAG_MAX_TYPE`].
     pub dropped: DroppedAttributes,
@@ -85,13 +86,12 @@ impl<'a> ParsedPayload<'a> {
             return Err(BuildError::Truncated(payload.len()));
         }
         let mut slots = [None; INET_DIAG_MAX_TYPE as usize + 1];
-        let mut max_type = 0usize;
+        let mut max_type = 0u16;
         let mut dropped = DroppedAttributes::default();
         let mut offset = RAW_IDM_LEN;
-        while payload.len() - offset >= 4 {
+        // Stops when fewer than 4 bytes (an attribute header) remain.
+        while let (Some(len), Some(kind)) = (u16_at(payload, offset), u16_at(payload, offset + 2)) {
             let remaining = payload.len() - offset;
-            let len = u16::from_ne_bytes([payload[offset], payload[offset + 1]]);
-            let kind = u16::from_ne_bytes([payload[offset + 2], payload[offset + 3]]);
             if len < 4 || usize::from(len) > remaining {
                 return Err(BuildError::BadAttributeLength {
                     offset,
@@ -99,7 +99,8 @@ impl<'a> ParsedPayload<'a> {
                     remaining,
                 });
             }
-            let value = &payload[offset + 4..offset + usize::from(len)];
+            // Upstream sizes the array by every type seen, dropped ones included (SPEC §3.6).
+            max_type = max_type.max(kind);
             if kind > INET_DIAG_MAX_TYPE {
                 if dropped.count == 0 {
                     dropped.first_type = kind;
@@ -107,18 +108,15 @@ impl<'a> ParsedPayload<'a> {
                 dropped.count = dropped.count.saturating_add(1);
             } else {
                 // A repeated type: the last one wins, as upstream.
-                slots[usize::from(kind)] = Some(value);
-                max_type = max_type.max(usize::from(kind));
+                slots[usize::from(kind)] = Some(&payload[offset + 4..offset + usize::from(len)]);
             }
-            offset += crate::nlmsg::align(usize::from(len));
-            if offset > payload.len() {
-                break;
-            }
+            // The last attribute may lack its padding; the next read then finds nothing.
+            offset += align(usize::from(len));
         }
         Ok(Self {
             raw_idm: &payload[..RAW_IDM_LEN],
             slots,
-            count: max_type + 1,
+            count: usize::from(max_type.min(INET_DIAG_MAX_TYPE)) + 1,
             dropped,
         })
     }
@@ -152,7 +150,7 @@ mod tests {
         let mut v = ((4 + value.len()) as u16).to_ne_bytes().to_vec();
         v.extend(kind.to_ne_bytes());
         v.extend(value);
-        v.resize(crate::nlmsg::align(v.len()), 0);
+        v.resize(align(v.len()), 0);
         v
     }
 
@@ -190,7 +188,11 @@ mod tests {
         let p = payload(&[(1, &[1]), (1, &[2]), (39, &[9]), (0x8000 | 2, &[9])]);
         let (r, dropped) = ArchivalRecord::from_diag_payload(&p, Timestamp::ZERO).unwrap();
         assert_eq!(r.attribute(1), Some(&[2u8][..]));
-        assert_eq!(r.attribute_count(), 2);
+        // Upstream sizes the array by the highest type seen, capped at 38 (SPEC §3.6), so the
+        // dropped types leave 37 trailing nulls.
+        assert_eq!(r.attribute_count(), 39);
+        assert!((2..39).all(|t| r.attribute(t).is_none()));
+        assert!(r.to_json_line().ends_with(&b",null]}\n"[..]));
         assert_eq!(
             dropped,
             DroppedAttributes {

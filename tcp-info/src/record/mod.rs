@@ -16,7 +16,9 @@ pub use json::DecodeError;
 pub(crate) use json::push_go_string;
 pub use reader::{ArchiveReader, ReadError, ReadErrorKind};
 pub use timestamp::{Timestamp, TimestampError};
-pub use writer::{ArchiveWriter, DEFAULT_LEVEL, FrameCompressor, frame_has_content_size};
+pub use writer::{
+    ArchiveWriter, DEFAULT_LEVEL, FrameCompressor, ZSTD_MAGIC, frame_has_content_size,
+};
 
 /// The Metadata object of line 1 of every archive file (SPEC §5.5).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -143,14 +145,9 @@ impl ArchivalRecord {
         (0..self.slots.len()).map(|t| self.attribute(t))
     }
 
-    /// The kernel socket cookie from RawIDM bytes 44–51 (host order), if RawIDM is complete.
+    /// The kernel socket cookie from RawIDM bytes 44–51 (host order), if RawIDM reaches them.
     pub fn cookie(&self) -> Option<u64> {
-        let idm = self.raw_idm();
-        let bytes: [u8; 8] = idm.get(44..52)?.try_into().ok()?;
-        // Two u32 halves in host order, [0] = low half (SPEC §4.1).
-        let low = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        let high = u32::from_ne_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-        Some(u64::from(high) << 32 | u64::from(low))
+        crate::inetdiag::cookie(self.raw_idm())
     }
 
     /// Whether this is a Metadata line.

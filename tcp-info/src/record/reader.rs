@@ -132,7 +132,7 @@ impl ArchiveReader {
         self.line
     }
 
-    /// Reads the next raw line (without its `\n`) into the internal buffer. `Ok(false)` at EOF.
+    /// Reads the next raw line (without its `\n`) into the internal buffer. `Ok(None)` at EOF.
     pub fn next_line(&mut self) -> Result<Option<&[u8]>, ReadError> {
         if self.done {
             return Ok(None);

@@ -11,6 +11,9 @@
 use super::ArchivalRecord;
 use std::io::{self, Write};
 
+/// The magic number that starts every zstd frame.
+pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
 /// zstd level used by upstream (the `zstd` CLI default).
 pub const DEFAULT_LEVEL: i32 = 3;
 
@@ -119,8 +122,7 @@ impl<W: Write> ArchiveWriter<W> {
 
 /// Whether a zstd frame header at the start of `frame` declares a content size (it must not).
 pub fn frame_has_content_size(frame: &[u8]) -> Option<bool> {
-    const MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
-    if frame.get(..4)? != MAGIC {
+    if frame.get(..4)? != ZSTD_MAGIC {
         return None;
     }
     let descriptor = *frame.get(4)?;
