@@ -50,10 +50,10 @@ use flags::{
 
 /// Default `-poll-interval` (upstream's fixed 10 ms, SPEC §2.3).
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(10);
-/// Default `-rotation-age` (upstream's fixed 10 min, SPEC §6.3).
-pub const DEFAULT_ROTATION_AGE: Duration = Duration::from_secs(600);
-/// Default `-flush-interval`.
-pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Default `-rotation-age` (upstream's fixed 10 min, SPEC §6.3): the saver's default.
+pub const DEFAULT_ROTATION_AGE: Duration = crate::saver::DEFAULT_ROTATION_AGE;
+/// Default `-flush-interval`: the saver's default.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = crate::saver::DEFAULT_FLUSH_INTERVAL;
 /// Default `-rcvbuf`: 8 MiB.
 pub const DEFAULT_RCVBUF: usize = 8 << 20;
 /// The variable naming the pod, preferred over the hostname in the default UUID prefix.

@@ -158,7 +158,8 @@ impl FromStr for ListenAddress {
         let (host, port) = if let Some(bracketed) = text.strip_prefix('[') {
             let (inside, after) = bracketed.split_once(']').ok_or_else(shape)?;
             let port = after.strip_prefix(':').ok_or_else(shape)?;
-            if inside.parse::<Ipv6Addr>().is_err() {
+            // `[]` is an empty host, as Go's `net.SplitHostPort` reads it.
+            if !inside.is_empty() && inside.parse::<Ipv6Addr>().is_err() {
                 return Err(format!("{inside:?} in brackets is not an IPv6 address"));
             }
             (inside, port)
@@ -276,6 +277,7 @@ mod tests {
             ("127.0.0.1:9990", "127.0.0.1", 9990, "127.0.0.1:9990"),
             ("[::1]:9990", "::1", 9990, "[::1]:9990"),
             ("[::]:80", "::", 80, "[::]:80"),
+            ("[]:0", "", 0, ":0"),
             ("localhost:65535", "localhost", 65_535, "localhost:65535"),
             (
                 "my-host.example_x:1",

@@ -161,9 +161,7 @@ impl EventServer {
         if clients.is_empty() {
             return;
         }
-        let mut encoded = Vec::with_capacity(192 + event.uuid.len());
-        event.encode(&mut encoded);
-        let line: Line = encoded.into();
+        let line: Line = event.to_line().into();
         clients.retain(|client| client.offer(&line) == Offer::Queued);
     }
 

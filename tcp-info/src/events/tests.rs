@@ -2,38 +2,31 @@
 
 use super::*;
 use crate::record::Timestamp;
+use crate::saver::testutil::TempTree;
 use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Read};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+/// A fresh directory for the socket file, removed on drop.
+struct TempDir(TempTree);
 
 impl TempDir {
     fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("tcpinfo-events-{}-{n}", std::process::id()));
-        // Left over from a crashed run with a recycled pid, if anything.
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir(&dir).unwrap();
-        Self(dir)
+        Self(TempTree::new("events"))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
     }
 
     fn sock(&self) -> PathBuf {
-        self.0.join("events.sock")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        self.path().join("events.sock")
     }
 }
 
@@ -356,10 +349,10 @@ fn stale_socket_and_stale_file_are_replaced() {
 #[test]
 fn start_errors_say_what() {
     let dir = TempDir::new();
-    let err = EventServer::start(&dir.0, small_config()).unwrap_err();
+    let err = EventServer::start(dir.path(), small_config()).unwrap_err();
     assert!(matches!(err, EventsError::IsDirectory { .. }), "{err}");
-    assert!(err.to_string().contains(&dir.0.display().to_string()));
-    assert!(dir.0.is_dir());
+    assert!(err.to_string().contains(&dir.path().display().to_string()));
+    assert!(dir.path().is_dir());
 
     let err = EventServer::start(Path::new(""), small_config()).unwrap_err();
     assert!(matches!(err, EventsError::EmptyPath), "{err}");
@@ -371,12 +364,12 @@ fn start_errors_say_what() {
     let err = EventServer::start(&dir.sock(), zero).unwrap_err();
     assert!(matches!(err, EventsError::ZeroCapacity), "{err}");
 
-    let long = dir.0.join("x".repeat(200));
+    let long = dir.path().join("x".repeat(200));
     let err = EventServer::start(&long, small_config()).unwrap_err();
     assert!(matches!(err, EventsError::Bind { .. }), "{err}");
     assert!(err.to_string().contains("cannot listen on event socket"));
 
-    let missing = dir.0.join("no/such/dir/events.sock");
+    let missing = dir.path().join("no/such/dir/events.sock");
     let err = EventServer::start(&missing, small_config()).unwrap_err();
     assert!(matches!(err, EventsError::Bind { .. }), "{err}");
 }

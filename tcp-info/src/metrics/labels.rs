@@ -104,19 +104,19 @@ label_enum! {
     }
 }
 
-label_enum! {
-    /// `type` label of `tcpinfo_saver_errors_total` (SPEC §12 D17).
-    pub enum SaverError {
-        /// Creating an archive file failed.
-        Open => "open",
-        /// Encoding a record as JSON failed.
-        Encode => "encode",
-        /// Writing (compressing) a line failed.
-        Write => "write",
-        /// Flushing a compressed block to disk failed.
-        Flush => "flush",
-        /// Finishing the zstd frame or closing the file failed.
-        Close => "close",
+/// `type` label of `tcpinfo_saver_errors_total` (SPEC §12 D17): the saver's own error classes,
+/// so that the classes counted and the label values exported are one list.
+pub use crate::saver::ErrorClass as SaverError;
+
+impl LabelValue for SaverError {
+    const ALL: &'static [Self] = &SaverError::ALL;
+
+    fn as_str(self) -> &'static str {
+        SaverError::as_str(self)
+    }
+
+    fn index(self) -> usize {
+        SaverError::index(self)
     }
 }
 

@@ -9,7 +9,9 @@
 pub mod buckets;
 pub mod exposition;
 pub mod gofloat;
+mod http;
 pub mod labels;
+mod listen;
 pub mod rates;
 mod server;
 
@@ -48,7 +50,7 @@ pub enum MetricsError {
         /// The address as given.
         addr: String,
         /// What is wrong with it.
-        reason: &'static str,
+        reason: String,
     },
     /// The listen address's host name could not be resolved.
     #[error("cannot resolve metrics listen address {addr:?}: {source}")]

@@ -1,38 +1,29 @@
 //! The HTTP endpoint: `GET /metrics` on a plain std `TcpListener`, one short-lived thread per
-//! connection.
+//! connection ([`listen`](super::listen) binds, [`http`](super::http) answers one request).
 //!
 //! Every connection gets a deadline for its request head and timeouts on each read and write, and
 //! only [`MAX_CONNECTIONS`] are served at once, so a slow or malicious client can hold one slot
 //! for a bounded time but cannot block the other scrapes. Each response closes its connection.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::net::{
-    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs,
-};
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use socket2::SockRef;
 
-use super::exposition::CONTENT_TYPE;
+use super::http::serve_connection;
+use super::listen::bind;
 use super::{Metrics, MetricsError};
 
 /// Connections served at the same time; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 16;
-/// Longest wait for one read or write.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest time a client may take to send its whole request head.
-const HEAD_DEADLINE: Duration = Duration::from_secs(15);
-/// Largest request head accepted.
-const MAX_HEAD: usize = 8 * 1024;
 /// Pause after an accept error that is not about one connection (e.g. EMFILE), so the loop
 /// does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-/// Listen backlog.
-const BACKLOG: i32 = 128;
 
 /// A running metrics HTTP server. Stops when [`MetricsServer::shutdown`] is called or it is
 /// dropped.
@@ -60,7 +51,7 @@ struct Shared {
 #[derive(Debug, Default)]
 struct Connections {
     next_id: u64,
-    active: HashMap<u64, (TcpStream, Option<JoinHandle<()>>)>,
+    active: HashMap<u64, (TcpStream, JoinHandle<()>)>,
 }
 
 impl Shared {
@@ -132,10 +123,8 @@ impl MetricsServer {
         for (_, (stream, worker)) in active {
             // Ends any blocked read or write at once; the socket may already be closed.
             let _ = stream.shutdown(Shutdown::Both);
-            if let Some(worker) = worker {
-                if worker.join().is_err() {
-                    tracing::error!("a metrics connection thread panicked");
-                }
+            if worker.join().is_err() {
+                tracing::error!("a metrics connection thread panicked");
             }
         }
     }
@@ -197,268 +186,10 @@ fn dispatch(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>, metrics: 
         });
     match spawned {
         Ok(worker) => {
-            connections.active.insert(id, (handle, Some(worker)));
+            connections.active.insert(id, (handle, worker));
         }
         Err(e) => tracing::warn!("metrics server: cannot start a thread for {peer}: {e}"),
     }
-}
-
-/// Reads one request head and answers it.
-fn serve_connection(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let Some(head) = read_head(&mut stream)? else {
-        return Ok(());
-    };
-    let response = match head {
-        Head::TooLarge => Response::text(
-            431,
-            "Request Header Fields Too Large",
-            "request head too large\n",
-        ),
-        Head::Complete(bytes) => respond(&bytes, metrics),
-    };
-    response.write_to(&mut stream)?;
-    stream.flush()?;
-    // Half-close so the client sees the end of the response before the socket goes away.
-    stream.shutdown(Shutdown::Write)
-}
-
-enum Head {
-    Complete(Vec<u8>),
-    TooLarge,
-}
-
-/// Reads until the blank line ending the request head. `None` if the client closed first.
-fn read_head(stream: &mut TcpStream) -> io::Result<Option<Head>> {
-    let deadline = Instant::now() + HEAD_DEADLINE;
-    let mut head = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    loop {
-        if let Some(end) = find_head_end(&head) {
-            head.truncate(end);
-            return Ok(Some(Head::Complete(head)));
-        }
-        if head.len() > MAX_HEAD {
-            return Ok(Some(Head::TooLarge));
-        }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "request head not received in time",
-            ));
-        }
-        stream.set_read_timeout(Some(remaining.min(IO_TIMEOUT)))?;
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        head.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// Position just past the `\r\n\r\n` (or bare `\n\n`) that ends a request head.
-fn find_head_end(bytes: &[u8]) -> Option<usize> {
-    let crlf = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4);
-    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// Chooses the response to a complete request head.
-fn respond(head: &[u8], metrics: &Metrics) -> Response {
-    let Some(line) = head
-        .split(|&b| b == b'\n')
-        .next()
-        .and_then(|line| std::str::from_utf8(line).ok())
-    else {
-        return Response::text(400, "Bad Request", "malformed request\n");
-    };
-    let mut parts = line.trim_end_matches('\r').split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Response::text(400, "Bad Request", "malformed request line\n");
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Response::text(400, "Bad Request", "unsupported HTTP version\n");
-    }
-    if request_path(target) != "/metrics" {
-        return Response::text(404, "Not Found", "404 page not found\n");
-    }
-    match method {
-        "GET" => Response::metrics(metrics.render(), true),
-        "HEAD" => Response::metrics(metrics.render(), false),
-        _ => {
-            let mut response = Response::text(405, "Method Not Allowed", "method not allowed\n");
-            response.allow = true;
-            response
-        }
-    }
-}
-
-/// The path of a request target, without query or fragment; an absolute URI loses its scheme
-/// and authority.
-fn request_path(target: &str) -> &str {
-    let path = match target.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
-        None => target,
-    };
-    let end = path.find(['?', '#']).unwrap_or(path.len());
-    &path[..end]
-}
-
-struct Response {
-    status: u16,
-    reason: &'static str,
-    content_type: &'static str,
-    body: String,
-    send_body: bool,
-    allow: bool,
-}
-
-impl Response {
-    fn text(status: u16, reason: &'static str, body: &str) -> Self {
-        Self {
-            status,
-            reason,
-            content_type: "text/plain; charset=utf-8",
-            body: body.to_owned(),
-            send_body: true,
-            allow: false,
-        }
-    }
-
-    fn metrics(body: String, send_body: bool) -> Self {
-        Self {
-            status: 200,
-            reason: "OK",
-            content_type: CONTENT_TYPE,
-            body,
-            send_body,
-            allow: false,
-        }
-    }
-
-    fn write_to(&self, stream: &mut TcpStream) -> io::Result<()> {
-        let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-            self.status,
-            self.reason,
-            self.content_type,
-            self.body.len()
-        );
-        if self.allow {
-            out.push_str("Allow: GET, HEAD\r\n");
-        }
-        out.push_str("\r\n");
-        if self.send_body {
-            out.push_str(&self.body);
-        }
-        stream.write_all(out.as_bytes())
-    }
-}
-
-/// Where to listen, from `host:port`.
-enum ListenTarget {
-    /// Empty host: every interface.
-    Wildcard(u16),
-    /// Literal or resolved addresses, tried in order.
-    Addresses(Vec<SocketAddr>),
-}
-
-fn parse_listen(listen: &str) -> Result<ListenTarget, MetricsError> {
-    let invalid = |reason| MetricsError::InvalidListenAddress {
-        addr: listen.to_owned(),
-        reason,
-    };
-    let (host, port) = listen
-        .rsplit_once(':')
-        .ok_or_else(|| invalid("missing port (expected host:port or :port)"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| invalid("the port is not a number from 0 to 65535"))?;
-    let host = match host.strip_prefix('[') {
-        Some(inner) => inner
-            .strip_suffix(']')
-            .ok_or_else(|| invalid("unbalanced '[' in host"))?,
-        None if host.contains(':') => return Err(invalid("an IPv6 host must be in brackets")),
-        None => host,
-    };
-    if host.is_empty() {
-        return Ok(ListenTarget::Wildcard(port));
-    }
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(ListenTarget::Addresses(vec![SocketAddr::new(ip, port)]));
-    }
-    let resolved: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|source| MetricsError::Resolve {
-            addr: listen.to_owned(),
-            source,
-        })?
-        .collect();
-    if resolved.is_empty() {
-        return Err(invalid("the host name has no addresses"));
-    }
-    Ok(ListenTarget::Addresses(resolved))
-}
-
-fn bind(listen: &str) -> Result<TcpListener, MetricsError> {
-    let bind_error = |source| MetricsError::Bind {
-        addr: listen.to_owned(),
-        source,
-    };
-    match parse_listen(listen)? {
-        ListenTarget::Wildcard(port) => {
-            // Like Go: one dual-stack IPv6 socket, or IPv4 only where IPv6 is unavailable.
-            let any6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
-            match bind_one(any6) {
-                Ok(listener) => Ok(listener),
-                Err(e) if ipv6_unavailable(&e) => {
-                    let any4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
-                    bind_one(any4).map_err(bind_error)
-                }
-                Err(e) => Err(bind_error(e)),
-            }
-        }
-        ListenTarget::Addresses(addrs) => {
-            let mut last = None;
-            for addr in addrs {
-                match bind_one(addr) {
-                    Ok(listener) => return Ok(listener),
-                    Err(e) => last = Some(e),
-                }
-            }
-            Err(bind_error(last.unwrap_or_else(|| {
-                io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to bind")
-            })))
-        }
-    }
-}
-
-fn ipv6_unavailable(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::EADDRNOTAVAIL)
-    )
-}
-
-fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    // As Go does, so a restarted daemon can bind while old connections sit in TIME_WAIT.
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() && addr.ip().is_unspecified() {
-        socket.set_only_v6(false)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
 }
 
 #[cfg(test)]
@@ -468,7 +199,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use super::{ListenTarget, MAX_CONNECTIONS, parse_listen, request_path, serve};
+    use super::{MAX_CONNECTIONS, serve};
     use crate::metrics::{Metrics, MetricsError};
 
     fn metrics() -> Arc<Metrics> {
@@ -624,42 +355,6 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn listen_address_forms() {
-        assert!(matches!(
-            parse_listen(":9990"),
-            Ok(ListenTarget::Wildcard(9990))
-        ));
-        assert!(matches!(
-            parse_listen("[]:0"),
-            Ok(ListenTarget::Wildcard(0))
-        ));
-        let Ok(ListenTarget::Addresses(a)) = parse_listen("127.0.0.1:1234") else {
-            panic!("literal v4");
-        };
-        assert_eq!(a, vec!["127.0.0.1:1234".parse().unwrap()]);
-        let Ok(ListenTarget::Addresses(a)) = parse_listen("[::1]:0") else {
-            panic!("literal v6");
-        };
-        assert_eq!(a, vec!["[::1]:0".parse().unwrap()]);
-        let Ok(ListenTarget::Addresses(a)) = parse_listen("localhost:80") else {
-            panic!("host name");
-        };
-        assert!(
-            a.iter()
-                .all(|addr| addr.ip().is_loopback() && addr.port() == 80)
-        );
-    }
-
-    #[test]
-    fn request_paths() {
-        assert_eq!(request_path("/metrics"), "/metrics");
-        assert_eq!(request_path("/metrics?a=b"), "/metrics");
-        assert_eq!(request_path("/metrics#x"), "/metrics");
-        assert_eq!(request_path("http://host:9990/metrics"), "/metrics");
-        assert_eq!(request_path("http://host"), "/");
     }
 
     #[test]

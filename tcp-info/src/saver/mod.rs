@@ -63,8 +63,9 @@ mod tree;
 
 #[cfg(test)]
 mod tests;
+/// Test helpers shared with the other collector-side modules' tests (temporary trees).
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use config::{
     Anonymizer, DEFAULT_FLUSH_INTERVAL, DEFAULT_IDLE_CLOSE, DEFAULT_MAX_OPEN_FILES,
@@ -220,7 +221,7 @@ impl Saver {
         };
         // The segment is taken out of the map while it is worked on.
         let mut segment = match self.segments.remove(&cookie) {
-            Some(seg) if !self.expired(&seg, now) => seg,
+            Some(seg) if !seg.expired(now, self.config.rotation_age) => seg,
             previous => {
                 if let Some(prev) = previous {
                     if let Err(e) = self.retire(cookie, prev, End::Rotation) {
@@ -236,11 +237,9 @@ impl Saver {
         self.stats.lines_written += 1;
         self.stats.snapshots_written += 1;
         self.stats.pending_bytes += self.line.len() as u64;
-        let due = segment.pending_len() >= self.config.max_pending
-            || segment
-                .pending_since()
-                .is_some_and(|t| now.saturating_duration_since(t) >= self.config.flush_interval);
-        if due {
+        if segment.pending_len() >= self.config.max_pending
+            || segment.flush_due(now, self.config.flush_interval)
+        {
             if let Err(e) = flush(&mut self.compressor, &mut self.stats, &mut segment) {
                 self.abort(cookie, segment);
                 return Err(self.counted(e));
@@ -268,28 +267,18 @@ impl Saver {
         let mut ending = Vec::new();
         let mut failed = Vec::new();
         for (&cookie, segment) in &mut self.segments {
-            if now.saturating_duration_since(segment.opened()) >= self.config.rotation_age {
+            if segment.expired(now, self.config.rotation_age) {
                 ending.push((cookie, End::Rotation));
-            } else if now.saturating_duration_since(segment.last_write()) >= self.config.idle_close
-            {
+            } else if segment.idle(now, self.config.idle_close) {
                 ending.push((cookie, End::Idle));
-            } else if segment
-                .pending_since()
-                .is_some_and(|t| now.saturating_duration_since(t) >= self.config.flush_interval)
-            {
+            } else if segment.flush_due(now, self.config.flush_interval) {
                 match flush(&mut self.compressor, &mut self.stats, segment) {
                     Ok(wrote) => report.flushed += usize::from(wrote),
                     Err(e) => failed.push((cookie, e)),
                 }
             }
         }
-        for (cookie, error) in failed {
-            if let Some(segment) = self.segments.remove(&cookie) {
-                self.abort(cookie, segment);
-            }
-            report.closed += 1;
-            report.errors.push(self.counted(error));
-        }
+        self.drop_failed(failed, &mut report);
         for (cookie, why) in ending {
             if let Some(segment) = self.segments.remove(&cookie) {
                 report.closed += 1;
@@ -312,13 +301,7 @@ impl Saver {
                 Err(e) => failed.push((cookie, e)),
             }
         }
-        for (cookie, error) in failed {
-            if let Some(segment) = self.segments.remove(&cookie) {
-                self.abort(cookie, segment);
-            }
-            report.closed += 1;
-            report.errors.push(self.counted(error));
-        }
+        self.drop_failed(failed, &mut report);
         report
     }
 
@@ -326,13 +309,10 @@ impl Saver {
     /// a later write would continue with the next segment.
     pub fn shutdown(&mut self) -> Report {
         let mut report = Report::default();
-        let open: Vec<u64> = self.segments.keys().copied().collect();
-        for cookie in open {
-            if let Some(segment) = self.segments.remove(&cookie) {
-                report.closed += 1;
-                if let Err(e) = self.retire(cookie, segment, End::Shutdown) {
-                    report.errors.push(e);
-                }
+        for (cookie, segment) in std::mem::take(&mut self.segments) {
+            report.closed += 1;
+            if let Err(e) = self.retire(cookie, segment, End::Shutdown) {
+                report.errors.push(e);
             }
         }
         report
@@ -403,10 +383,6 @@ impl Saver {
             return Err(refuse("line reaches the ETL's 64 KiB line limit"));
         }
         Ok(())
-    }
-
-    fn expired(&self, segment: &Segment, now: Instant) -> bool {
-        now.saturating_duration_since(segment.opened()) >= self.config.rotation_age
     }
 
     /// Creates the next segment of `cookie` and buffers its Metadata line.
@@ -492,6 +468,18 @@ impl Saver {
                     conn.next_sequence = sequence;
                 }
             }
+        }
+    }
+
+    /// Aborts the segments whose flush failed during a pass over the map, counting each error
+    /// and each closed file in `report`.
+    fn drop_failed(&mut self, failed: Vec<(u64, SaveError)>, report: &mut Report) {
+        for (cookie, error) in failed {
+            if let Some(segment) = self.segments.remove(&cookie) {
+                self.abort(cookie, segment);
+            }
+            report.closed += 1;
+            report.errors.push(self.counted(error));
         }
     }
 

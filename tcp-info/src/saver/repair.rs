@@ -50,13 +50,15 @@ pub struct RepairReport {
 pub fn complete_frames_len(data: &[u8]) -> usize {
     let mut end = 0;
     while end < data.len() {
-        let Ok(size) = zstd::zstd_safe::find_frame_compressed_size(&data[end..]) else {
+        let rest = &data[end..];
+        let Ok(size) = zstd::zstd_safe::find_frame_compressed_size(rest) else {
             break;
         };
-        if size == 0 || !frame_decodes(&data[end..end + size]) {
-            break;
+        // The files are crash leftovers: never trust a size to lie within them.
+        match rest.get(..size) {
+            Some(frame) if size > 0 && frame_decodes(frame) => end += size,
+            _ => break,
         }
-        end += size;
     }
     end
 }

@@ -11,7 +11,7 @@ use crate::record::FrameCompressor;
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Buffer capacity kept after a flush; larger buffers are released so that many open but
 /// quiet segments do not each pin a burst-sized allocation.
@@ -70,24 +70,30 @@ impl Segment {
         self.sequence
     }
 
-    /// When the segment was opened.
-    pub fn opened(&self) -> Instant {
-        self.opened
-    }
-
     /// When a line was last buffered.
     pub fn last_write(&self) -> Instant {
         self.last_write
     }
 
-    /// When the oldest buffered line was buffered.
-    pub fn pending_since(&self) -> Option<Instant> {
-        self.pending_since
-    }
-
     /// Bytes buffered, not yet on disk.
     pub fn pending_len(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Whether the segment was opened at least `rotation_age` before `now` (SPEC §12 D2).
+    pub fn expired(&self, now: Instant, rotation_age: Duration) -> bool {
+        now.saturating_duration_since(self.opened) >= rotation_age
+    }
+
+    /// Whether nothing was buffered for at least `idle_close` before `now`.
+    pub fn idle(&self, now: Instant, idle_close: Duration) -> bool {
+        now.saturating_duration_since(self.last_write) >= idle_close
+    }
+
+    /// Whether the oldest buffered line was buffered at least `flush_interval` before `now`.
+    pub fn flush_due(&self, now: Instant, flush_interval: Duration) -> bool {
+        self.pending_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= flush_interval)
     }
 
     /// Heap bytes held by the buffer and the path.
@@ -191,10 +197,10 @@ mod tests {
         seg.push_line(b"{\"a\":1}\n", t0);
         seg.push_line(b"{\"a\":2}\n", t0);
         assert_eq!(seg.pending_len(), 16);
-        assert_eq!(seg.pending_since(), Some(t0));
+        assert_eq!(seg.pending_since, Some(t0));
         let first = seg.flush(&mut zstd).unwrap().unwrap();
         assert_eq!(first.uncompressed, 16);
-        assert_eq!((seg.pending_len(), seg.pending_since()), (0, None));
+        assert_eq!((seg.pending_len(), seg.pending_since), (0, None));
         seg.push_line(b"{\"a\":3}\n", t0);
         let second = seg.flush(&mut zstd).unwrap().unwrap();
         let path = seg.path().to_owned();

@@ -6,7 +6,7 @@ use crate::record::{ArchivalRecord, Timestamp, frame_has_content_size};
 use crate::uuid::Prefix;
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const PREFIX: &str = "ndt-jdczh_1553815964";
@@ -26,8 +26,7 @@ fn name(cookie: u64, seq: u32) -> String {
 
 /// `YYYY/MM/DD` of the current UTC date.
 fn today_dir() -> PathBuf {
-    let d = Timestamp::now().utc_date();
-    PathBuf::from(format!("{:04}/{:02}/{:02}", d.0, d.1, d.2))
+    paths::date_dir(Path::new(""), Timestamp::now().utc_date())
 }
 
 /// Checks that `bytes` is a sequence of complete frames, none with a content size.
@@ -456,7 +455,7 @@ fn restart_over_an_existing_tree_overwrites_nothing() {
         paths[2]
             .parent()
             .unwrap()
-            .ends_with(format!("{:04}/{:02}/{:02}", d.0, d.1, d.2))
+            .ends_with(super::paths::date_dir(Path::new(""), d))
     );
 }
 

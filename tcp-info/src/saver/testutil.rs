@@ -1,4 +1,4 @@
-//! Helpers for the saver's unit tests.
+//! Helpers for the saver's unit tests; [`TempTree`] also serves the event socket's tests.
 
 use crate::record::{ArchivalRecord, ArchiveReader, RAW_IDM_LEN, Timestamp};
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ impl TempTree {
     /// A new empty directory whose name contains `label` and the process id.
     pub fn new(label: &str) -> Self {
         let dir = tempfile::Builder::new()
-            .prefix(&format!("tcp-info-saver-{label}-{}-", std::process::id()))
+            .prefix(&format!("tcp-info-{label}-{}-", std::process::id()))
             .tempdir()
             .unwrap();
         Self(dir)
