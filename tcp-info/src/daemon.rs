@@ -12,7 +12,7 @@ use crate::cli::{Config, Mode};
 use crate::events::{EventServer, EventServerConfig, FlowEvent, FlowId};
 use crate::exclude::Exclusions;
 use crate::inetdiag::InetDiagMsg;
-use crate::metrics::{self, Metrics, SaverError};
+use crate::metrics::{self, Metrics};
 use crate::netlink::{DestroyListener, DiagSocket};
 use crate::pipeline::{ArchiveSink, EventSink, Observer, ObserverConfig};
 use crate::record::Timestamp;
@@ -153,15 +153,11 @@ pub fn run(config: &Config) -> Result<()> {
     drop(tx);
 
     let pipeline = {
-        let done_tx = done_tx.clone();
+        // Wakes the main thread when the pipeline ends by itself (`-reps`), or panics.
+        let wake = WakeOnExit(done_tx.clone());
         thread::Builder::new()
             .name("pipeline".into())
-            .spawn(move || {
-                let events = run_pipeline(observer, &rx, &queued, &done_tx);
-                // Wakes the main thread when the pipeline ends by itself (`-reps`).
-                let _ = done_tx.send("pipeline finished");
-                events
-            })
+            .spawn(move || run_pipeline(observer, &rx, &queued, &wake.0))
             .context("starting the pipeline thread")?
     };
 
@@ -203,6 +199,18 @@ pub fn run(config: &Config) -> Result<()> {
     server.shutdown();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Tells the main thread that the pipeline thread ended, however it ended: dropped when the
+/// thread returns or unwinds, so that a panicking pipeline does not leave the daemon running
+/// without collecting.
+struct WakeOnExit(mpsc::Sender<&'static str>);
+
+impl Drop for WakeOnExit {
+    fn drop(&mut self) {
+        // The main thread may already be gone (it stops waiting at the first reason).
+        let _ = self.0.send("pipeline finished");
+    }
 }
 
 /// Finishes archives a crashed predecessor left with a partial last frame (SPEC §5.3).
@@ -265,7 +273,7 @@ fn run_pipeline(
             Ok(Input::Sweep(dumps)) => {
                 let families: Vec<_> = dumps
                     .iter()
-                    .map(|d| (d.family, d.payloads.as_deref(), d.timestamp))
+                    .map(|d| (d.family, d.payloads.as_ref(), d.timestamp))
                     .collect();
                 observer.sweep(&families, Instant::now());
                 queued.fetch_sub(1, Ordering::AcqRel);
@@ -321,15 +329,9 @@ impl SaverSink {
             .inc_by(now.bytes_compressed - was.bytes_compressed);
         m.uncompressed_bytes
             .inc_by(now.bytes_uncompressed - was.bytes_uncompressed);
-        for (class, label) in [
-            (ErrorClass::Open, SaverError::Open),
-            (ErrorClass::Encode, SaverError::Encode),
-            (ErrorClass::Write, SaverError::Write),
-            (ErrorClass::Flush, SaverError::Flush),
-            (ErrorClass::Close, SaverError::Close),
-        ] {
+        for class in ErrorClass::ALL {
             m.saver_errors
-                .get(label)
+                .get(class)
                 .inc_by(now.errors(class) - was.errors(class));
         }
         m.open_files.set(now.open_segments as i64);

@@ -11,6 +11,7 @@ use std::time::Duration;
 use netlink_sys::Socket;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+use super::payloads::Payloads;
 use super::socket::{self, RECV_BUF_LEN, RcvBuf};
 use super::{NetlinkError, netns};
 use crate::nlmsg::{Messages, SOCK_DIAG_BY_FAMILY};
@@ -96,7 +97,7 @@ impl DestroyListener {
     pub fn recv(
         &mut self,
         timeout: Duration,
-        out: &mut Vec<Vec<u8>>,
+        out: &mut Payloads,
     ) -> Result<RecvOutcome, NetlinkError> {
         if !self.wait_readable(timeout)? {
             return Ok(RecvOutcome::TimedOut);
@@ -128,7 +129,7 @@ impl DestroyListener {
             for msg in Messages::new(&self.buf[..len]) {
                 let msg = msg?;
                 if msg.header.kind == SOCK_DIAG_BY_FAMILY {
-                    out.push(msg.payload.to_vec());
+                    out.push(msg.payload);
                     received += 1;
                 }
             }
@@ -170,7 +171,7 @@ mod tests {
     fn collect(listener: &mut DestroyListener, cookies: &[u64]) -> HashMap<u64, Vec<u8>> {
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut got = HashMap::new();
-        let mut out = Vec::new();
+        let mut out = Payloads::new();
         while cookies.iter().any(|c| !got.contains_key(c)) {
             assert!(
                 Instant::now() < deadline,
@@ -181,8 +182,8 @@ mod tests {
                 RecvOutcome::Overrun { .. } => panic!("unexpected overrun"),
                 RecvOutcome::TimedOut | RecvOutcome::Received(_) => {}
             }
-            for p in out.drain(..) {
-                got.insert(diag_cookie(&p), p);
+            for p in &out {
+                got.insert(diag_cookie(p), p.to_vec());
             }
         }
         got
@@ -272,7 +273,7 @@ mod tests {
         // that the queue must overflow.
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut diag = crate::netlink::DiagSocket::open_in_netns(ns.path(), 1 << 20).unwrap();
-        let mut out = Vec::new();
+        let mut out = Payloads::new();
         loop {
             out.clear();
             diag.dump(crate::netlink::Family::Inet, &mut out).unwrap();
@@ -309,7 +310,7 @@ mod tests {
         };
         let mut listener = DestroyListener::open_in_netns(ns.path(), 64 * 1024).unwrap();
         let started = Instant::now();
-        let mut out = Vec::new();
+        let mut out = Payloads::new();
         assert_eq!(
             listener.recv(Duration::from_millis(20), &mut out).unwrap(),
             RecvOutcome::TimedOut

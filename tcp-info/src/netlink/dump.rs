@@ -5,6 +5,7 @@ use std::io;
 use thiserror::Error;
 
 use super::diag::DiagSocket;
+use super::payloads::Payloads;
 use super::request::{self, Family, SockId};
 use super::socket;
 use crate::nlmsg::{
@@ -152,7 +153,7 @@ impl DiagSocket {
     ///
     /// All or nothing: on any error `out` is restored to its length before the call, and the
     /// socket is drained so that the next call starts clean.
-    pub fn dump(&mut self, family: Family, out: &mut Vec<Vec<u8>>) -> Result<DumpStats, DumpError> {
+    pub fn dump(&mut self, family: Family, out: &mut Payloads) -> Result<DumpStats, DumpError> {
         self.settle();
         let start = out.len();
         let result = self.dump_inner(family, out);
@@ -164,11 +165,7 @@ impl DiagSocket {
         result
     }
 
-    fn dump_inner(
-        &mut self,
-        family: Family,
-        out: &mut Vec<Vec<u8>>,
-    ) -> Result<DumpStats, DumpError> {
+    fn dump_inner(&mut self, family: Family, out: &mut Payloads) -> Result<DumpStats, DumpError> {
         let seq = request::reserve_seqs(1);
         self.req.clear();
         request::encode(&mut self.req, family, true, seq, &SockId::DUMP);
@@ -219,7 +216,7 @@ fn process_datagram(
     family: Family,
     seq: u32,
     pid: u32,
-    out: &mut Vec<Vec<u8>>,
+    out: &mut Payloads,
     stats: &mut DumpStats,
 ) -> Result<bool, DumpError> {
     for msg in Messages::new(datagram) {
@@ -268,7 +265,7 @@ fn process_datagram(
                 Some(errno) => return Err(DumpError::NlmsgError { family, errno }),
             },
             SOCK_DIAG_BY_FAMILY => {
-                out.push(msg.payload.to_vec());
+                out.push(msg.payload);
                 stats.messages += 1;
             }
             _ => stats.skipped += 1,
@@ -301,8 +298,8 @@ mod tests {
         v
     }
 
-    fn run(datagram: &[u8]) -> (Result<bool, DumpError>, Vec<Vec<u8>>) {
-        let mut out = Vec::new();
+    fn run(datagram: &[u8]) -> (Result<bool, DumpError>, Payloads) {
+        let mut out = Payloads::new();
         let mut stats = DumpStats::default();
         let r = process_datagram(datagram, Family::Inet, 5, 77, &mut out, &mut stats);
         (r, out)
@@ -314,7 +311,7 @@ mod tests {
         d.extend(msg(20, NLM_F_MULTI, 5, 77, &[2; 80]));
         let (r, out) = run(&d);
         assert!(!r.unwrap(), "no DONE yet");
-        assert_eq!(out, vec![vec![1; 72], vec![2; 80]]);
+        assert_eq!(out, Payloads::from_iter([vec![1; 72], vec![2; 80]]));
         d.extend(msg(NLMSG_DONE, NLM_F_MULTI, 5, 77, &0i32.to_ne_bytes()));
         assert!(run(&d).0.unwrap());
     }
@@ -354,7 +351,7 @@ mod tests {
         assert!(run(&msg(NLMSG_ERROR, 0, 5, 77, &[0; 20])).0.unwrap());
         let mut d = msg(1, NLM_F_MULTI, 5, 77, &[]);
         d.extend(msg(20, 0, 5, 77, &[3; 72]));
-        let mut out = Vec::new();
+        let mut out = Payloads::new();
         let mut stats = DumpStats::default();
         assert!(process_datagram(&d, Family::Inet, 5, 77, &mut out, &mut stats).unwrap());
         assert_eq!(out.len(), 1);
@@ -373,12 +370,17 @@ mod tests {
         let v6 = testutil::connections(&ns, "[::1]:0", 2);
 
         for (family, set) in [(Family::Inet, &v4), (Family::Inet6, &v6)] {
-            let mut out = vec![b"previous".to_vec()];
+            let mut out = Payloads::from_iter([b"previous"]);
             let stats = diag.dump(family, &mut out).unwrap();
-            assert_eq!(out.remove(0), b"previous", "existing entries are kept");
-            assert_eq!(stats.messages, out.len());
+            assert_eq!(
+                out.get(0),
+                Some(&b"previous"[..]),
+                "existing entries are kept"
+            );
+            assert_eq!(stats.messages, out.len() - 1);
             let got: BTreeSet<_> = out
                 .iter()
+                .skip(1)
                 .map(|p| {
                     assert!(p.len() > 72, "attributes follow the inet_diag_msg");
                     assert_eq!(p[0], family.af());
@@ -386,7 +388,7 @@ mod tests {
                     (p[1], sport, dport, diag_cookie(p))
                 })
                 .collect();
-            assert_eq!(got.len(), out.len(), "no duplicates");
+            assert_eq!(got.len(), out.len() - 1, "no duplicates");
             assert_eq!(got, set.expected_dump_entries(), "{family:?}");
         }
     }
@@ -409,7 +411,7 @@ mod tests {
         diag.dirty = true;
         // Without the drain the next dump fails: the kernel refuses it (EBUSY) or the old dump's
         // replies come first (wrong seq num).
-        let mut out = Vec::new();
+        let mut out = Payloads::new();
         let err = diag.dump_inner(Family::Inet, &mut out).unwrap_err();
         assert!(
             matches!(
@@ -423,7 +425,7 @@ mod tests {
         );
 
         diag.dirty = true;
-        let mut out = Vec::new();
+        let mut out = Payloads::new();
         diag.dump(Family::Inet, &mut out).unwrap();
         assert_eq!(out.len(), set.expected_dump_entries().len());
     }
@@ -435,7 +437,7 @@ mod tests {
         };
         let mut diag = DiagSocket::open_in_netns(ns.path(), 64 * 1024).unwrap();
         for _ in 0..3 {
-            let mut out = Vec::new();
+            let mut out = Payloads::new();
             let stats = diag.dump(Family::Inet6, &mut out).unwrap();
             assert!(out.is_empty());
             assert_eq!(stats.messages, 0);

@@ -411,7 +411,7 @@ mod tests {
             assert_eq!(diag_ports(p).0, targets[r.index].local.port());
         }
         // The socket is left clean: a dump on it works at once.
-        let mut dump = Vec::new();
+        let mut dump = crate::netlink::Payloads::new();
         diag.dump(Family::Inet, &mut dump).unwrap();
         assert_eq!(dump.len(), targets.len() + 1);
     }

@@ -10,6 +10,7 @@ mod diag;
 mod dump;
 mod exact;
 mod netns;
+mod payloads;
 mod request;
 mod socket;
 #[cfg(test)]
@@ -27,6 +28,7 @@ pub use diag::{DEFAULT_RCVBUF, DiagSocket, MAX_BATCH};
 pub use dump::{DumpError, DumpStats};
 pub use exact::{ExactOutcome, ExactReply, ExactStats, ExactTarget};
 pub use netns::{NetnsError, in_netns, named_netns_path, pid_netns_path};
+pub use payloads::Payloads;
 pub use request::{Family, NO_COOKIE, STATE_MASK};
 pub use socket::RcvBuf;
 

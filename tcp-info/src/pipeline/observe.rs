@@ -3,10 +3,10 @@
 use super::{ArchiveSink, EventSink};
 use crate::diff::{self, Change};
 use crate::exclude::{Excluded, Exclusions};
-use crate::inetdiag::{AF_INET, AF_INET6, InetDiagMsg};
+use crate::inetdiag::{AF_INET, AF_INET6, InetDiagMsg, attr};
 use crate::metrics::rates::{CycleBytes, RateAccounting};
 use crate::metrics::{ExclusionReason, FlowEvent, Metrics, Source};
-use crate::netlink::Family;
+use crate::netlink::{Family, Payloads};
 use crate::record::{ArchivalRecord, Attributes, ParsedPayload, Timestamp};
 use crate::tcpinfo;
 use crate::uuid::Prefix;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Index of `INET_DIAG_INFO` in the attribute array.
-const INFO: usize = 2;
+const INFO: usize = attr::INFO as usize;
 
 /// How long a destroyed connection's cookie is remembered, so that a sweep read before the
 /// destroy notification cannot resurrect it, nor its time-wait minisock (which keeps the cookie
@@ -24,7 +24,7 @@ const TOMBSTONE_TTL: Duration = Duration::from_secs(120);
 
 /// One family's part of a sweep: the family, its payloads (`None` if the dump failed) and when
 /// the dump completed.
-pub type FamilySweep<'a> = (Family, Option<&'a [Vec<u8>]>, Timestamp);
+pub type FamilySweep<'a> = (Family, Option<&'a Payloads>, Timestamp);
 
 /// Settings of the pipeline.
 #[derive(Debug, Clone)]
@@ -174,7 +174,7 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
     /// Handles destroy notifications: each payload is its socket's last state. It is archived
     /// if it differs from the previous record (so even a connection shorter than the poll
     /// interval gets a file with exact final counters), then the connection ends at once.
-    pub fn destroyed(&mut self, payloads: &[Vec<u8>], timestamp: Timestamp, now: Instant) {
+    pub fn destroyed(&mut self, payloads: &Payloads, timestamp: Timestamp, now: Instant) {
         for payload in payloads {
             if let Some(cookie) = self.observe(payload, timestamp, Source::Close, now) {
                 self.end(cookie, timestamp, now);
@@ -249,18 +249,10 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
                 "attributes above type 38 not archived"
             );
         }
-        let previous = self.cache.get(&cookie);
-        let change = match diff::compare(&parsed, previous.map(|c| &c.last)) {
-            Ok(change) => change,
-            Err(e) => {
-                tracing::warn!(cookie, error = %e, "record not comparable; dropped");
-                return None;
-            }
-        };
         let (sent, received) = parsed.attribute(INFO).map_or((None, None), |info| {
             (
-                read_u64(info, tcpinfo::BYTES_SENT),
-                read_u64(info, tcpinfo::BYTES_RECEIVED),
+                tcpinfo::field_u64(info, tcpinfo::BYTES_SENT),
+                tcpinfo::field_u64(info, tcpinfo::BYTES_RECEIVED),
             )
         });
         let seen = if source == Source::Sweep {
@@ -268,40 +260,47 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
         } else {
             0
         };
-        if let (false, Some(conn)) = (change.is_change(), self.cache.get_mut(&cookie)) {
-            // Unchanged: the new record differs from the cached one only in bytes change
-            // detection ignores, so every later comparison gives the same answer against
-            // either. Keep the cached record and build nothing (the common case of a sweep).
-            conn.seen = seen;
-            conn.sent = sent.unwrap_or(conn.sent);
-            conn.received = received.unwrap_or(conn.received);
-            conn.missing_since = None;
-            return Some(cookie);
-        }
-        let record = parsed.to_record(timestamp);
-        if change == Change::PreviousWasNil {
-            let uuid = self.config.prefix.uuid(cookie);
-            self.events.open(record.timestamp, &uuid, &idm);
-            self.metrics.flow_events.get(FlowEvent::Open).inc();
-        }
-        self.metrics.snapshots.inc();
-        self.metrics.records.get(source).inc();
-        if let Err(e) = self.archive.write(cookie, &record, now) {
-            tracing::warn!(cookie, error = %e, "archiving a record failed");
-        }
-        match self.cache.get_mut(&cookie) {
-            Some(conn) => {
-                conn.last = record;
+        // One lookup serves the comparison and the update.
+        let conn = self.cache.get_mut(&cookie);
+        let change = match diff::compare(&parsed, conn.as_ref().map(|c| &c.last)) {
+            Ok(change) => change,
+            Err(e) => {
+                tracing::warn!(cookie, error = %e, "record not comparable; dropped");
+                return None;
+            }
+        };
+        // Unchanged: the new record differs from the cached one only in bytes change detection
+        // ignores, so every later comparison gives the same answer against either. Keep the
+        // cached record and build nothing (the common case of a sweep).
+        let record = change.is_change().then(|| {
+            let record = parsed.to_record(timestamp);
+            if change == Change::PreviousWasNil {
+                let uuid = self.config.prefix.uuid(cookie);
+                self.events.open(record.timestamp, &uuid, &idm);
+                self.metrics.flow_events.get(FlowEvent::Open).inc();
+            }
+            self.metrics.snapshots.inc();
+            self.metrics.records.get(source).inc();
+            if let Err(e) = self.archive.write(cookie, &record, now) {
+                tracing::warn!(cookie, error = %e, "archiving a record failed");
+            }
+            record
+        });
+        match (conn, record) {
+            (Some(conn), record) => {
+                if let Some(record) = record {
+                    conn.last = record;
+                }
                 conn.seen = seen;
                 conn.sent = sent.unwrap_or(conn.sent);
                 conn.received = received.unwrap_or(conn.received);
                 conn.missing_since = None;
             }
-            None => {
+            (None, Some(last)) => {
                 self.cache.insert(
                     cookie,
                     Conn {
-                        last: record,
+                        last,
                         seen,
                         sent: sent.unwrap_or(0),
                         received: received.unwrap_or(0),
@@ -309,6 +308,8 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
                     },
                 );
             }
+            // Without a previous record every payload is a change (PreviousWasNil).
+            (None, None) => {}
         }
         Some(cookie)
     }
@@ -317,7 +318,7 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
     fn end(&mut self, cookie: u64, timestamp: Timestamp, now: Instant) -> Option<Conn> {
         let conn = self.cache.remove(&cookie)?;
         let uuid = self.config.prefix.uuid(cookie);
-        self.events.close(timestamp.to_utc(), &uuid);
+        self.events.close(timestamp, &uuid);
         self.metrics.flow_events.get(FlowEvent::Close).inc();
         self.archive.close(cookie, now);
         Some(conn)
@@ -330,10 +331,4 @@ fn exclusion_label(reason: Excluded) -> ExclusionReason {
         Excluded::SrcPort => ExclusionReason::SrcPort,
         Excluded::DstIp => ExclusionReason::DstIp,
     }
-}
-
-/// A little-endian u64 at `at`, if the payload is long enough (short tcp_info lacks it).
-fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
-    let field: [u8; 8] = bytes.get(at..at + 8)?.try_into().ok()?;
-    Some(u64::from_le_bytes(field))
 }

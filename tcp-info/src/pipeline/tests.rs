@@ -4,7 +4,7 @@ use super::{ArchiveSink, EventSink, Observer, ObserverConfig};
 use crate::exclude::Exclusions;
 use crate::inetdiag::{AF_INET, AF_INET6, InetDiagMsg};
 use crate::metrics::{FlowEvent, Metrics};
-use crate::netlink::Family;
+use crate::netlink::{Family, Payloads};
 use crate::record::{ArchivalRecord, Timestamp};
 use crate::uuid::Prefix;
 use std::cell::RefCell;
@@ -93,6 +93,27 @@ fn observer(grace: Duration) -> (Observer<Archive, Events>, Log, Arc<Metrics>) {
     (o, log, metrics)
 }
 
+/// One family's dump as the tests write it: payloads as a slice, `None` for a failed dump.
+type Dump<'a> = (Family, Option<&'a [Vec<u8>]>, Timestamp);
+
+/// [`Observer::sweep`] with each family's payloads given as a slice.
+fn sweep(o: &mut Observer<Archive, Events>, families: &[Dump<'_>], now: Instant) {
+    let packed: Vec<_> = families
+        .iter()
+        .map(|&(family, payloads, t)| (family, payloads.map(Payloads::from_iter), t))
+        .collect();
+    let borrowed: Vec<_> = packed
+        .iter()
+        .map(|(family, payloads, t)| (*family, payloads.as_ref(), *t))
+        .collect();
+    o.sweep(&borrowed, now);
+}
+
+/// [`Observer::destroyed`] with the payloads given as a slice.
+fn destroyed(o: &mut Observer<Archive, Events>, payloads: &[Vec<u8>], t: Timestamp, now: Instant) {
+    o.destroyed(&Payloads::from_iter(payloads), t, now);
+}
+
 fn take(log: &Log) -> Vec<Seen> {
     std::mem::take(&mut *log.borrow_mut())
 }
@@ -105,7 +126,8 @@ fn new_changed_unchanged_and_closed() {
     let t = Timestamp::now();
     let now = Instant::now();
     let v4 = [payload(7, 1, 100, AF_INET)];
-    o.sweep(
+    sweep(
+        &mut o,
         &[(Family::Inet6, Some(&[]), t), (Family::Inet, Some(&v4), t)],
         now,
     );
@@ -113,18 +135,21 @@ fn new_changed_unchanged_and_closed() {
         take(&log),
         [Seen::Open(UUID_7.into()), Seen::Write(7, 1, 100)]
     );
-    o.sweep(
+    sweep(
+        &mut o,
         &[(Family::Inet6, Some(&[]), t), (Family::Inet, Some(&v4), t)],
         now,
     );
     assert_eq!(take(&log), [], "unchanged: nothing written");
     let v4 = [payload(7, 1, 200, AF_INET)];
-    o.sweep(
+    sweep(
+        &mut o,
         &[(Family::Inet6, Some(&[]), t), (Family::Inet, Some(&v4), t)],
         now,
     );
     assert_eq!(take(&log), [Seen::Write(7, 1, 200)]);
-    o.sweep(
+    sweep(
+        &mut o,
         &[(Family::Inet6, Some(&[]), t), (Family::Inet, Some(&[]), t)],
         now,
     );
@@ -142,13 +167,15 @@ fn failed_dump_keeps_its_family_d12() {
     let now = Instant::now();
     let v6 = [payload(6, 1, 1, AF_INET6)];
     let v4 = [payload(4, 1, 1, AF_INET)];
-    o.sweep(
+    sweep(
+        &mut o,
         &[(Family::Inet6, Some(&v6), t), (Family::Inet, Some(&v4), t)],
         now,
     );
     take(&log);
     // The AF_INET dump fails: its connection stays; the AF_INET6 one that vanished closes.
-    o.sweep(
+    sweep(
+        &mut o,
         &[(Family::Inet6, Some(&[]), t), (Family::Inet, None, t)],
         now,
     );
@@ -160,7 +187,8 @@ fn failed_dump_keeps_its_family_d12() {
         ]
     );
     assert_eq!(o.tracked(), 1);
-    o.sweep(
+    sweep(
+        &mut o,
         &[(Family::Inet6, Some(&[]), t), (Family::Inet, Some(&v4), t)],
         now,
     );
@@ -173,15 +201,17 @@ fn destroy_gives_exact_final_record_and_ends_at_once() {
     let t = Timestamp::now();
     let now = Instant::now();
     let v4 = [payload(7, 1, 100, AF_INET)];
-    o.sweep(&[(Family::Inet, Some(&v4), t)], now);
+    sweep(&mut o, &[(Family::Inet, Some(&v4), t)], now);
     take(&log);
     // Gone from the next sweep (TIME_WAIT is not dumped): within the grace, nothing happens.
-    o.sweep(
+    sweep(
+        &mut o,
         &[(Family::Inet, Some(&[]), t)],
         now + Duration::from_millis(10),
     );
     assert_eq!(take(&log), []);
-    o.destroyed(
+    destroyed(
+        &mut o,
         &[payload(7, 7, 5000, AF_INET)],
         t,
         now + Duration::from_millis(20),
@@ -195,7 +225,8 @@ fn destroy_gives_exact_final_record_and_ends_at_once() {
         ]
     );
     // A late sweep that still saw the socket does not resurrect it.
-    o.sweep(
+    sweep(
+        &mut o,
         &[(Family::Inet, Some(&v4), t)],
         now + Duration::from_millis(30),
     );
@@ -208,17 +239,20 @@ fn missing_connection_closes_after_the_grace_without_destroy() {
     let (mut o, log, _) = observer(Duration::from_millis(500));
     let t = Timestamp::now();
     let now = Instant::now();
-    o.sweep(
+    sweep(
+        &mut o,
         &[(Family::Inet, Some(&[payload(7, 1, 1, AF_INET)]), t)],
         now,
     );
     take(&log);
-    o.sweep(
+    sweep(
+        &mut o,
         &[(Family::Inet, Some(&[]), t)],
         now + Duration::from_millis(100),
     );
     assert_eq!(take(&log), []);
-    o.sweep(
+    sweep(
+        &mut o,
         &[(Family::Inet, Some(&[]), t)],
         now + Duration::from_millis(700),
     );
@@ -228,7 +262,8 @@ fn missing_connection_closes_after_the_grace_without_destroy() {
 #[test]
 fn connection_shorter_than_a_poll_gets_open_record_close() {
     let (mut o, log, _) = observer(Duration::from_millis(500));
-    o.destroyed(
+    destroyed(
+        &mut o,
         &[payload(9, 7, 42, AF_INET6)],
         Timestamp::now(),
         Instant::now(),
@@ -256,7 +291,7 @@ fn excluded_zero_cookie_and_foreign_family_are_invisible() {
     let mut unix = payload(3, 1, 1, AF_INET);
     unix[0] = 1;
     let all = [ssh, loopback, zero, unix, vec![1, 2, 3]];
-    o.sweep(&[(Family::Inet, Some(&all), t)], Instant::now());
+    sweep(&mut o, &[(Family::Inet, Some(&all), t)], Instant::now());
     assert_eq!(take(&log), []);
     assert_eq!(o.tracked(), 0);
 }
@@ -266,7 +301,7 @@ fn shutdown_closes_everything() {
     let (mut o, log, _) = observer(Duration::ZERO);
     let t = Timestamp::now();
     let v4 = [payload(7, 1, 1, AF_INET), payload(8, 1, 1, AF_INET)];
-    o.sweep(&[(Family::Inet, Some(&v4), t)], Instant::now());
+    sweep(&mut o, &[(Family::Inet, Some(&v4), t)], Instant::now());
     take(&log);
     o.shutdown();
     let seen = take(&log);

@@ -4,7 +4,7 @@
 
 use super::Input;
 use crate::metrics::Metrics;
-use crate::netlink::{DestroyListener, RecvOutcome};
+use crate::netlink::{DestroyListener, Payloads, RecvOutcome};
 use crate::record::Timestamp;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,9 +13,14 @@ use std::time::Duration;
 
 /// How long one receive waits, which bounds how long a stop request waits.
 const POLL: Duration = Duration::from_millis(50);
+/// Receive calls (each up to 1 024 datagrams) made after a stop to collect the notifications
+/// already queued; bounds the drain if closes keep streaming in.
+const MAX_DRAIN_CALLS: usize = 16;
 
 /// Receives destroy notifications until `stop` is set or the pipeline hangs up. A receive-queue
-/// overrun is counted; the sweeps that follow reconcile the lost closes.
+/// overrun is counted; the sweeps that follow reconcile the lost closes. After a stop, the
+/// notifications already queued are still read and sent, so that connections that ended before
+/// the stop keep their exact final records.
 pub fn run(
     mut listener: DestroyListener,
     tx: &Sender<Input>,
@@ -23,32 +28,67 @@ pub fn run(
     metrics: &Arc<Metrics>,
 ) {
     while !stop.load(Ordering::Relaxed) {
-        let mut payloads = Vec::new();
-        match listener.recv(POLL, &mut payloads) {
-            Ok(RecvOutcome::TimedOut) => continue,
-            Ok(RecvOutcome::Received(_)) => {}
-            Ok(RecvOutcome::Overrun { received }) => {
-                metrics.destroy_overruns.inc();
-                tracing::warn!(
-                    received,
-                    "destroy notifications lost to a receive-buffer overrun; sweeps will reconcile"
-                );
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "destroy listener failed; retrying");
-                std::thread::sleep(Duration::from_millis(200));
-                continue;
-            }
+        match receive(&mut listener, POLL, tx, metrics) {
+            Pass::HungUp => return,
+            Pass::Failed => std::thread::sleep(Duration::from_millis(200)),
+            Pass::Idle | Pass::Received => {}
         }
-        if payloads.is_empty() {
-            continue;
-        }
-        let input = Input::Destroyed {
-            payloads,
-            timestamp: Timestamp::now(),
-        };
-        if tx.send(input).is_err() {
+    }
+    for _ in 0..MAX_DRAIN_CALLS {
+        if !matches!(
+            receive(&mut listener, Duration::ZERO, tx, metrics),
+            Pass::Received
+        ) {
             return;
         }
     }
+}
+
+/// What one [`receive`] call did.
+enum Pass {
+    /// Nothing was waiting.
+    Idle,
+    /// Notifications were read (and any destroy payloads sent).
+    Received,
+    /// The listener failed (logged); payloads read before the failure were sent.
+    Failed,
+    /// The pipeline is gone.
+    HungUp,
+}
+
+/// Waits up to `timeout`, reads what is queued and sends its payloads to the pipeline.
+fn receive(
+    listener: &mut DestroyListener,
+    timeout: Duration,
+    tx: &Sender<Input>,
+    metrics: &Metrics,
+) -> Pass {
+    let mut payloads = Payloads::new();
+    let pass = match listener.recv(timeout, &mut payloads) {
+        Ok(RecvOutcome::TimedOut) => Pass::Idle,
+        Ok(RecvOutcome::Received(_)) => Pass::Received,
+        Ok(RecvOutcome::Overrun { received }) => {
+            metrics.destroy_overruns.inc();
+            tracing::warn!(
+                received,
+                "destroy notifications lost to a receive-buffer overrun; sweeps will reconcile"
+            );
+            Pass::Received
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "destroy listener failed; retrying");
+            Pass::Failed
+        }
+    };
+    if payloads.is_empty() {
+        return pass;
+    }
+    let input = Input::Destroyed {
+        payloads,
+        timestamp: Timestamp::now(),
+    };
+    if tx.send(input).is_err() {
+        return Pass::HungUp;
+    }
+    pass
 }

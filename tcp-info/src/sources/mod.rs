@@ -4,7 +4,7 @@
 pub mod close;
 pub mod sweep;
 
-use crate::netlink::Family;
+use crate::netlink::{Family, Payloads};
 use crate::record::Timestamp;
 
 /// One family's part of a sweep.
@@ -13,7 +13,7 @@ pub struct FamilyDump {
     /// The family dumped.
     pub family: Family,
     /// The payloads, or `None` if the dump failed (the pipeline then keeps the family's state).
-    pub payloads: Option<Vec<Vec<u8>>>,
+    pub payloads: Option<Payloads>,
     /// When the dump completed (shared by all its records, SPEC §3.4).
     pub timestamp: Timestamp,
 }
@@ -26,7 +26,7 @@ pub enum Input {
     /// Destroy notifications: each payload is a socket's final state.
     Destroyed {
         /// The payloads (`inet_diag_msg` + attributes).
-        payloads: Vec<Vec<u8>>,
+        payloads: Payloads,
         /// When they were received.
         timestamp: Timestamp,
     },

@@ -4,7 +4,7 @@
 
 use super::{FamilyDump, Input};
 use crate::metrics::{AddressFamily, DumpFailure, ErrorType, Metrics};
-use crate::netlink::{DiagSocket, DumpError, Family};
+use crate::netlink::{DiagSocket, DumpError, Family, Payloads};
 use crate::record::Timestamp;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -37,6 +37,9 @@ pub fn run(
 ) {
     let mut next = Instant::now();
     let mut cycles = 0u64;
+    // Sizes of the last successful dump of each family (AF_INET6, AF_INET), to allocate the next
+    // one's buffers once instead of growing them.
+    let mut sizes = [(0, 0); 2];
     while !stop.load(Ordering::Relaxed) {
         if queued.load(Ordering::Acquire) >= config.max_queued {
             // The pipeline is behind: wait, as upstream's polling blocks on a full queue.
@@ -45,7 +48,8 @@ pub fn run(
         }
         let dumps = [Family::Inet6, Family::Inet]
             .into_iter()
-            .map(|family| dump_family(&mut socket, family, metrics))
+            .zip(&mut sizes)
+            .map(|(family, size)| dump_family(&mut socket, family, size, metrics))
             .collect();
         queued.fetch_add(1, Ordering::AcqRel);
         if tx.send(Input::Sweep(dumps)).is_err() {
@@ -68,14 +72,21 @@ pub fn run(
     }
 }
 
-/// One family's dump, timed and counted.
-fn dump_family(socket: &mut DiagSocket, family: Family, metrics: &Metrics) -> FamilyDump {
+/// One family's dump, timed and counted. `size` holds the payload count and bytes of the previous
+/// successful dump, and is updated.
+fn dump_family(
+    socket: &mut DiagSocket,
+    family: Family,
+    size: &mut (usize, usize),
+    metrics: &Metrics,
+) -> FamilyDump {
     let label = match family {
         Family::Inet => AddressFamily::V4,
         Family::Inet6 => AddressFamily::V6,
     };
     let start = Instant::now();
-    let mut payloads = Vec::new();
+    // A little headroom so that a few new connections do not make the buffers grow.
+    let mut payloads = Payloads::with_capacity(size.0 + size.0 / 8, size.1 + size.1 / 8);
     let result = socket.dump(family, &mut payloads);
     let timestamp = Timestamp::now();
     metrics
@@ -84,6 +95,7 @@ fn dump_family(socket: &mut DiagSocket, family: Family, metrics: &Metrics) -> Fa
         .observe(start.elapsed().as_secs_f64());
     let payloads = match result {
         Ok(stats) => {
+            *size = (payloads.len(), payloads.bytes_len());
             metrics
                 .connection_count
                 .get(label)
