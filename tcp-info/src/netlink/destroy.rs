@@ -12,7 +12,7 @@ use netlink_sys::Socket;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::payloads::Payloads;
-use super::socket::{self, RECV_BUF_LEN, RcvBuf};
+use super::socket::{self, Drained, RECV_BUF_LEN, RcvBuf};
 use super::{NetlinkError, netns};
 use crate::nlmsg::{Messages, SOCK_DIAG_BY_FAMILY};
 
@@ -105,22 +105,14 @@ impl DestroyListener {
         let mut received = 0;
         let mut overrun = false;
         for _ in 0..MAX_DATAGRAMS_PER_RECV {
-            let (len, sender) =
-                match socket::recv_from(&self.sock, &mut self.buf, libc::MSG_DONTWAIT) {
-                    Ok(r) => r,
-                    Err(e) if socket::is_would_block(&e) => break,
-                    Err(e) if socket::is_enobufs(&e) => {
-                        overrun = true;
-                        continue;
-                    }
-                    Err(e) => return Err(NetlinkError::Recv(e)),
-                };
-            if len > self.buf.len() {
-                return Err(NetlinkError::Truncated {
-                    len,
-                    capacity: self.buf.len(),
-                });
-            }
+            let (len, sender) = match socket::recv_nonblocking(&self.sock, &mut self.buf)? {
+                Drained::Datagram { len, sender } => (len, sender),
+                Drained::Empty => break,
+                Drained::Overrun => {
+                    overrun = true;
+                    continue;
+                }
+            };
             if sender != 0 {
                 // Only the kernel (port 0) sends destroy notifications.
                 tracing::debug!(sender, "ignoring a datagram from a user-space sender");

@@ -7,9 +7,10 @@
 
 use std::net::SocketAddr;
 
+use super::NetlinkError;
 use super::diag::DiagSocket;
 use super::request::{self, Family, SockId};
-use super::{NetlinkError, socket};
+use super::socket::{self, Drained};
 use crate::nlmsg::{Messages, NLMSG_ERROR, SOCK_DIAG_BY_FAMILY};
 
 /// Rounds in a row without a single reply before giving up.
@@ -184,22 +185,15 @@ impl DiagSocket {
         // Every reply was queued (or dropped) before sendmsg returned, so a non-blocking drain
         // until EAGAIN sees all of them.
         loop {
-            let len = match socket::recv(&self.sock, &mut self.buf, libc::MSG_DONTWAIT) {
-                Ok(len) => len,
-                Err(e) if socket::is_would_block(&e) => break,
-                Err(e) if socket::is_enobufs(&e) => {
+            let len = match socket::recv_nonblocking(&self.sock, &mut self.buf)? {
+                Drained::Datagram { len, .. } => len,
+                Drained::Empty => break,
+                Drained::Overrun => {
                     overrun = true;
                     stats.overruns += 1;
                     continue;
                 }
-                Err(e) => return Err(NetlinkError::Recv(e)),
             };
-            if len > self.buf.len() {
-                return Err(NetlinkError::Truncated {
-                    len,
-                    capacity: self.buf.len(),
-                });
-            }
             for msg in Messages::new(&self.buf[..len]) {
                 let msg = msg?;
                 let offset = msg.header.seq.wrapping_sub(base) as usize;

@@ -95,6 +95,31 @@ pub(crate) fn recv_from(
     }
 }
 
+/// What one non-blocking receive produced.
+pub(crate) enum Drained {
+    /// A whole datagram of `len` bytes from port id `sender` (0 for the kernel).
+    Datagram { len: usize, sender: u32 },
+    /// Nothing is queued (`EAGAIN`).
+    Empty,
+    /// The receive queue overflowed (`ENOBUFS`): the kernel dropped messages.
+    Overrun,
+}
+
+/// One non-blocking receive into `buf`, with the errors the draining loops all handle alike
+/// classified. A datagram larger than `buf` is an error: its tail is lost.
+pub(crate) fn recv_nonblocking(sock: &Socket, buf: &mut [u8]) -> Result<Drained, NetlinkError> {
+    match recv_from(sock, buf, libc::MSG_DONTWAIT) {
+        Ok((len, _)) if len > buf.len() => Err(NetlinkError::Truncated {
+            len,
+            capacity: buf.len(),
+        }),
+        Ok((len, sender)) => Ok(Drained::Datagram { len, sender }),
+        Err(e) if is_would_block(&e) => Ok(Drained::Empty),
+        Err(e) if is_enobufs(&e) => Ok(Drained::Overrun),
+        Err(e) => Err(NetlinkError::Recv(e)),
+    }
+}
+
 /// Whether `e` is the receive-queue overrun error.
 pub(crate) fn is_enobufs(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOBUFS)
