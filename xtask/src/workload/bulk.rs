@@ -188,13 +188,7 @@ fn send_paced(s: &mut TcpStream, rate: u64, stop: &AtomicBool, sent: &mut u64) -
         }
         match s.write(&buf) {
             Ok(n) => *sent += n as u64,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if is_transient(&e) => {}
             Err(e) => return Err(e),
         }
     }
@@ -230,14 +224,17 @@ fn receive(
                 *received += n as u64;
                 delivered.fetch_add(n as u64, Ordering::Relaxed);
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if is_transient(&e) => {}
             Err(e) => return Err(e),
         }
     }
+}
+
+/// A socket error after which the flow just tries again: a timeout (the sockets have read and
+/// write timeouts so that stop requests are noticed) or an interrupted call.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
