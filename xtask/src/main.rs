@@ -4,6 +4,7 @@
 //! - `cargo xtask workload`: the workload alone, writing its ground truth;
 //! - `cargo xtask bench-format`: the archive-format benchmark.
 mod bench;
+mod bench_scale;
 mod format_bench;
 mod interrupt;
 mod timefmt;
@@ -24,6 +25,8 @@ struct Cli {
 enum Cmd {
     /// Measure collectors (CPU, memory, output, coverage, data-path cost) on the workload.
     Bench(Box<bench::BenchArgs>),
+    /// Measure the pipeline and saver tracking N synthetic connections (memory, fds, sweep time).
+    BenchScale(bench_scale::ScaleArgs),
     /// Run the workload alone (between two network namespaces) and write its ground truth.
     Workload(workload::WorkloadArgs),
     /// Benchmark the archive format (every argument, `--help` included, goes to it).
@@ -78,6 +81,7 @@ fn main() -> anyhow::Result<()> {
             workload::run_standalone(&args, &interrupt)
         }
         Cmd::BenchFormat { args } => format_bench::run(&args),
+        Cmd::BenchScale(args) => bench_scale::run(&args),
         Cmd::WorkloadWorker { plan, truth } => {
             let plan: workload::worker::WorkerPlan =
                 serde_json::from_str(&plan).map_err(|e| anyhow::anyhow!("bad --plan: {e}"))?;
