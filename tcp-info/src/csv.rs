@@ -12,11 +12,13 @@
 //!   placeholder `2009-05-29T23:59:59Z` ([`ZERO_TIME_PLACEHOLDER`]).
 //! - **Absent structs** (a nil pointer in Go): every column of `IDM.*`, `TCP.*`, `MemInfo.*`,
 //!   `SKMemInfo.*`, `Vegas.*`, `DCTCP.*`, `BBR.*` is an empty cell when the record lacks that
-//!   part, so the Metadata line renders as the placeholder time, `Observed` `0`, and 103 empty
-//!   cells.
-//! - **`omitempty` fields:** `NotFullyParsed`, `CongestionAlgorithm`, `TOS`, `TClass`,
-//!   `ClassID`, `Shutdown`, `Protocol`, `Mark` are empty when zero or absent; `Observed` is
-//!   always printed. Numbers are decimal.
+//!   part.
+//! - **Top-level numbers:** `Observed`, `NotFullyParsed`, `TOS`, `TClass`, `ClassID`,
+//!   `Shutdown`, `Protocol` and `Mark` are always printed, `0` when zero or absent: gocsv ignores
+//!   the `omitempty` tags of upstream's struct. `CongestionAlgorithm` is a string and stays empty
+//!   when absent. So the Metadata line renders as the placeholder time, seven `0`s for those
+//!   numbers and empty cells elsewhere, exactly as upstream's csvtool prints it (checked cell by
+//!   cell against upstream's own output for the m-lab fixtures). Numbers are decimal.
 //! - **Present structs print every field, zeros included**: a `tcp_info` shorter than 232 bytes
 //!   is zero-filled, so e.g. `TCP.BytesSent` of a 168-byte payload prints `0`.
 //! - **Signed columns:** upstream declares `PacingRate`, `MaxPacingRate`, `BytesAcked`,
@@ -167,11 +169,7 @@ pub fn write_row(out: &mut String, snap: &Snapshot) {
         row.num(snap.timestamp);
     }
     row.num(&snap.observed);
-    if snap.not_fully_parsed.is_empty() {
-        row.empty(1);
-    } else {
-        row.num(&snap.not_fully_parsed);
-    }
+    row.num(&snap.not_fully_parsed);
 
     match &snap.idm {
         None => row.empty(15),
@@ -195,12 +193,12 @@ pub fn write_row(out: &mut String, snap: &Snapshot) {
     }
 
     row.text(snap.congestion_algorithm.as_deref().unwrap_or(""));
-    row.nonzero(snap.tos.map(u64::from));
-    row.nonzero(snap.tclass.map(u64::from));
-    row.nonzero(snap.class_id.map(u64::from));
-    row.nonzero(snap.shutdown.map(u64::from));
-    row.nonzero(snap.protocol.map(u64::from));
-    row.nonzero(snap.mark.map(u64::from));
+    row.num(snap.tos.unwrap_or(0));
+    row.num(snap.tclass.unwrap_or(0));
+    row.num(snap.class_id.unwrap_or(0));
+    row.num(snap.shutdown.unwrap_or(0));
+    row.num(snap.protocol.unwrap_or(0));
+    row.num(snap.mark.unwrap_or(0));
 
     write_tcp_info(&mut row, snap);
 
@@ -370,13 +368,6 @@ impl<'a> Row<'a> {
         push_field(self.out, s);
     }
 
-    fn nonzero(&mut self, v: Option<u64>) {
-        match v {
-            Some(n) if n != 0 => self.num(n),
-            _ => self.empty(1),
-        }
-    }
-
     fn empty(&mut self, n: usize) {
         for _ in 0..n {
             self.sep();
@@ -453,8 +444,12 @@ mod tests {
         let c = cells(&line);
         assert_eq!(c.len(), 105);
         assert_eq!(c[0], ZERO_TIME_PLACEHOLDER);
-        assert_eq!(c[1], "0");
-        assert!(c[2..].iter().all(|x| x.is_empty()), "{line}");
+        // Observed, NotFullyParsed, then TOS..Mark are numbers printed even when absent.
+        let zeros = [1, 2, 19, 20, 21, 22, 23, 24];
+        for (i, cell) in c.iter().enumerate().skip(1) {
+            let want = if zeros.contains(&i) { "0" } else { "" };
+            assert_eq!(*cell, want, "cell {i} ({}): {line}", COLUMNS[i]);
+        }
     }
 
     fn sample_record() -> ArchivalRecord {
@@ -514,7 +509,7 @@ mod tests {
         assert_eq!(c.len(), 105);
         assert_eq!(c[0], "2019-04-01T07:42:37.3715Z");
         assert_eq!(c[1], (2 + 8 + 16 + (1 << 16)).to_string());
-        assert_eq!(c[2], "", "all parsed");
+        assert_eq!(c[2], "0", "all parsed: 0, printed");
         assert_eq!(c[col("IDM.Family")], "10");
         assert_eq!(c[col("IDM.SockID.SPort")], "9091");
         assert_eq!(c[col("IDM.SockID.DPort")], "43508");
@@ -523,8 +518,8 @@ mod tests {
         assert_eq!(c[col("IDM.SockID.Interface")], "2", "host order (D6)");
         assert_eq!(c[col("IDM.SockID.Cookie")], "3E8");
         assert_eq!(c[col("CongestionAlgorithm")], "CONG");
-        assert_eq!(c[col("TOS")], "", "zero TOS is empty");
-        assert_eq!(c[col("TClass")], "", "absent TClass is empty");
+        assert_eq!(c[col("TOS")], "0", "zero TOS prints 0");
+        assert_eq!(c[col("TClass")], "0", "absent TClass prints 0");
         assert_eq!(c[col("ClassID")], "65537", "full u32 (D6)");
         assert_eq!(c[col("TCP.State")], "0");
         assert_eq!(c[col("TCP.WScale")], "7/9");

@@ -140,8 +140,14 @@ fn ndt_jdczh_to_csv() {
 
     let meta = &rows[1];
     assert_eq!(meta[0], "2009-05-29T23:59:59Z");
-    assert_eq!(meta[1], "0");
-    assert!(meta[2..].iter().all(|c| c.is_empty()), "{meta:?}");
+    for (i, cell) in meta.iter().enumerate().skip(1) {
+        let want = if [1, 2, 19, 20, 21, 22, 23, 24].contains(&i) {
+            "0"
+        } else {
+            ""
+        };
+        assert_eq!(*cell, want, "Metadata cell {i} ({})", header[i]);
+    }
 
     let first = &rows[2];
     assert_eq!(first[7], "9091");
@@ -149,7 +155,7 @@ fn ndt_jdczh_to_csv() {
     assert_eq!(first[10], "192.168.14.129");
     assert_eq!(first[12], "3E8");
     assert_eq!(first[1], "251");
-    assert_eq!(first[2], "", "NotFullyParsed 0 is empty");
+    assert_eq!(first[2], "0", "NotFullyParsed is printed when 0");
     assert_eq!(first[3], "10");
     // The time cell is the line's RFC 3339 Timestamp, as written in the JSON.
     let json = common::decompress(&path);
@@ -163,6 +169,68 @@ fn ndt_jdczh_to_csv() {
 
     let last = rows.last().unwrap();
     assert_eq!((last[60], last[73]), ("374061", "4988158"));
+}
+
+/// Upstream csvtool's own output for each fixture (`*.csvtool.csv` beside it), compared cell by
+/// cell with ours. Only the corrected D6 columns may differ, and where they do, upstream's cell
+/// must be exactly what its buggy decoding makes of our value.
+#[test]
+fn matches_upstream_csvtool_cell_by_cell() {
+    let Some(dir) = common::mlab_fixtures() else {
+        return;
+    };
+    let mut compared = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let Some(stem) = name.strip_suffix(".csvtool.csv") else {
+            continue;
+        };
+        let archive = dir.join(format!("{stem}.jsonl.zst"));
+        let out = run(&[archive.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+        let upstream = std::fs::read_to_string(&path).unwrap();
+        let (ours, theirs) = (rows(stdout(&out)), rows(&upstream));
+        assert_eq!(ours.len(), theirs.len(), "{name}: row count");
+        assert_eq!(ours[0], theirs[0], "{name}: header");
+        let header = &theirs[0];
+        let mut differing = 0;
+        for (row, (a, b)) in ours.iter().zip(&theirs).enumerate().skip(1) {
+            assert_eq!(a.len(), b.len(), "{name} row {row}: cell count");
+            for (col, (x, y)) in a.iter().zip(b).enumerate() {
+                if x == y {
+                    continue;
+                }
+                differing += 1;
+                let column = header[col];
+                let explained = match column {
+                    "IDM.SockID.Interface" => {
+                        x.parse::<u32>().map(u32::swap_bytes).ok() == y.parse().ok()
+                    }
+                    "ClassID" => x.parse::<u32>().map(|v| v & 0xff).ok() == y.parse().ok(),
+                    "TCP.WScale" => x.split_once('/').is_some_and(|(snd, rcv)| {
+                        let (snd, rcv) = (snd.parse::<u32>().unwrap(), rcv.parse::<u32>().unwrap());
+                        y.parse::<u32>().ok() == Some(snd | rcv << 4)
+                    }),
+                    _ => false,
+                };
+                assert!(
+                    explained,
+                    "{name} row {row} column {column}: ours {x:?}, upstream {y:?}"
+                );
+            }
+        }
+        // The fixtures do exercise a D6 column (WScale differs on every snapshot row).
+        assert!(
+            differing >= ours.len() - 2,
+            "{name}: {differing} differing cells"
+        );
+        compared += 1;
+    }
+    assert!(
+        compared >= 2,
+        "expected the two upstream csvtool outputs, found {compared}"
+    );
 }
 
 #[test]

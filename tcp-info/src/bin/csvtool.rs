@@ -14,23 +14,27 @@ Usage: csvtool [FILE]
 
 Converts one tcp-info archive to CSV on standard output: a header row, then one row per
 input line, the Metadata line included (its Timestamp is the placeholder
-2009-05-29T23:59:59Z and its other cells are 0 or empty).
+2009-05-29T23:59:59Z, Observed, NotFullyParsed, TOS, TClass, ClassID, Shutdown, Protocol
+and Mark are 0, and its other cells are empty).
 
   FILE     an archive; decompressed if its name ends in .zst.
   (none)   read JSONL from standard input; zstd input is detected by its magic number.
   -        the same as no argument.
   -h, --help  show this help.
 
-Columns are upstream's 105 (m-lab/tcp-info csvtool), with the same names and formatting,
-except three columns that follow corrected decoding (SPEC §12 D6):
+Columns are upstream's 105 (m-lab/tcp-info csvtool), with the same names and formatting;
+every cell equals upstream's except in three columns that follow corrected decoding
+(SPEC §12 D6):
   IDM.SockID.Interface  idiag_if in host order (upstream reads it big-endian, so
                         interface 2 printed as 33554432).
-  ClassID               the full 32-bit class id (upstream keeps only its first byte).
+  ClassID               the full 32-bit class id (upstream keeps only its first byte, so
+                        the cells differ only for a class id above 255).
   TCP.WScale            <snd_wscale>/<rcv_wscale>, e.g. 7/9 (upstream prints the raw
                         byte holding both nibbles, e.g. 151).
 As upstream: PacingRate, MaxPacingRate, BytesAcked, BytesReceived, DeliveryRate, BusyTime,
 RWndLimited, SndBufLimited, BytesSent, BytesRetrans and BBR.BW are signed 64-bit (an
-unlimited pacing rate prints -1), SegsOut and SegsIn signed 32-bit; tcp_info columns stop
+unlimited pacing rate prints -1), SegsOut and SegsIn signed 32-bit; TCP.AppLimited is the
+raw byte (bit 0 delivery_rate_app_limited, bits 1-2 fastopen_client_fail); tcp_info columns stop
 at SndWnd, and fields a shorter tcp_info lacks print 0; absent parts print empty cells.
 
 Exit status: 0 on success; 1 on bad arguments or input (the message names the file and
