@@ -26,14 +26,15 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How often the pipeline does housekeeping (flushes, rotation, idle closes, metrics export).
+/// How often the pipeline does housekeeping (flushes, rotation, metrics export).
 const TICK: Duration = Duration::from_millis(100);
 /// Receive buffer of the destroy listener: room for about 20 000 notifications arriving at
 /// once (≈1.5 KB each), so that a mass close loses no final record. Memory is only used while
 /// notifications wait; without CAP_NET_ADMIN the kernel caps it at `net.core.rmem_max`.
 const DESTROY_RCVBUF: usize = 32 << 20;
-/// Upper bound on archive files open at once. Segments idle for a minute are closed anyway; this
-/// only bounds bursts of activity (see `saver::SaverConfig::max_open_files`).
+/// Upper bound on archive files open at once: one per connection written to in the current
+/// rotation period, as upstream; beyond it the least recently written segments are closed (see
+/// `saver::SaverConfig::max_open_files`).
 const MAX_OPEN_ARCHIVES: usize = 65_536;
 /// How long a connection missing from sweeps waits for its destroy notification.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);

@@ -107,8 +107,8 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
     );
     let one_percent = t2.elapsed();
 
-    // A minute later nothing changed: idle segments release their descriptors.
-    let later = now + Duration::from_secs(61);
+    // At the rotation age nothing changed: rotated segments release their descriptors.
+    let later = now + tcp_info::saver::DEFAULT_ROTATION_AGE + Duration::from_secs(1);
     observer.sweep(&[(Family::Inet, Some(&changed), Timestamp::now())], later);
     observer.tick(later);
     let (rss_idle, fds_idle) = (rss_kib(), open_fds(&root));
@@ -149,11 +149,11 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
         per_conn(rss_tracked)
     );
     println!(
-        "| RSS growth once idle segments closed | {:.0} B/connection |",
+        "| RSS growth once segments rotated | {:.0} B/connection |",
         per_conn(rss_idle)
     );
     println!(
-        "| archive descriptors open: before / tracking / idle | {fds_before} / {fds_tracked} / {fds_idle} |"
+        "| archive descriptors open: before / tracking / after rotation | {fds_before} / {fds_tracked} / {fds_idle} |"
     );
     println!("| archive files written | {files} |");
     anyhow::ensure!(tracked == n, "tracked {tracked} of {n} connections");
@@ -161,7 +161,7 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
         fds_before == 0 && fds_tracked > 0 && fds_tracked <= budget,
         "archive descriptors: {fds_tracked} open while tracking, budget {budget}"
     );
-    anyhow::ensure!(fds_idle == 0, "idle segments kept {fds_idle} descriptors");
+    anyhow::ensure!(fds_idle == 0, "rotated segments kept {fds_idle} descriptors");
     Ok(())
 }
 

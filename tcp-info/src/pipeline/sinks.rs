@@ -12,7 +12,7 @@ pub trait ArchiveSink {
     fn write(&mut self, cookie: u64, record: &ArchivalRecord, now: Instant) -> Result<(), String>;
     /// Ends connection `cookie`: its file is finished and closed.
     fn close(&mut self, cookie: u64, now: Instant);
-    /// Housekeeping: flush overdue data, close expired or idle segments.
+    /// Housekeeping: flush overdue data, close segments that reached their rotation age.
     fn tick(&mut self, now: Instant);
     /// Flushes and closes everything (graceful shutdown).
     fn shutdown(&mut self);

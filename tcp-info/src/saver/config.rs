@@ -11,8 +11,6 @@ use std::time::Duration;
 pub const DEFAULT_ROTATION_AGE: Duration = Duration::from_secs(10 * 60);
 /// How long written lines may wait in memory before they are compressed to disk.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
-/// How long a segment may stay open without a write before its descriptor is released.
-pub const DEFAULT_IDLE_CLOSE: Duration = Duration::from_secs(60);
 /// Buffered bytes of one file that trigger an immediate flush.
 pub const DEFAULT_MAX_PENDING: usize = 64 * 1024;
 /// Archive files open at once; see [`SaverConfig::max_open_files`].
@@ -36,13 +34,12 @@ pub struct SaverConfig {
     /// Buffered lines are compressed and written once the oldest of them is this old: the bound
     /// on how long data sits only in memory, and on how stale an open file looks on disk.
     pub flush_interval: Duration,
-    /// A segment with no write for this long is closed and its descriptor released; the
-    /// connection stays tracked and its next record opens the next segment.
-    pub idle_close: Duration,
     /// A file's buffered lines are flushed as soon as they reach this many bytes.
     pub max_pending: usize,
     /// At most this many archive files are open at once. Opening one more first closes the
-    /// least recently written eighth of the open segments. Keep it below `RLIMIT_NOFILE`.
+    /// least recently written segments (a small batch, see
+    /// [`EVICTION_BATCH_DIVISOR`](super::EVICTION_BATCH_DIVISOR)). Keep it below
+    /// `RLIMIT_NOFILE`.
     pub max_open_files: usize,
     /// zstd level (upstream uses the CLI default, 3).
     pub compression_level: i32,
@@ -51,7 +48,7 @@ pub struct SaverConfig {
 }
 
 impl SaverConfig {
-    /// The defaults: root `.`, 10-minute rotation, 1 s flush interval, 60 s idle close, 64 KiB
+    /// The defaults: root `.`, 10-minute rotation, 1 s flush interval, 64 KiB
     /// flush threshold, level 3, no anonymization.
     pub fn new(prefix: Prefix) -> Self {
         Self {
@@ -59,7 +56,6 @@ impl SaverConfig {
             prefix,
             rotation_age: DEFAULT_ROTATION_AGE,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
-            idle_close: DEFAULT_IDLE_CLOSE,
             max_pending: DEFAULT_MAX_PENDING,
             max_open_files: DEFAULT_MAX_OPEN_FILES,
             compression_level: DEFAULT_LEVEL,
@@ -79,7 +75,6 @@ impl SaverConfig {
         for (name, value) in [
             ("rotation age", self.rotation_age),
             ("flush interval", self.flush_interval),
-            ("idle close", self.idle_close),
         ] {
             if value.is_zero() {
                 return bad(format!("{name} must be positive"));
@@ -108,7 +103,6 @@ impl fmt::Debug for SaverConfig {
             .field("prefix", &self.prefix)
             .field("rotation_age", &self.rotation_age)
             .field("flush_interval", &self.flush_interval)
-            .field("idle_close", &self.idle_close)
             .field("max_pending", &self.max_pending)
             .field("max_open_files", &self.max_open_files)
             .field("compression_level", &self.compression_level)
@@ -148,7 +142,6 @@ mod tests {
                 "flush interval",
                 Box::new(|c| c.flush_interval = Duration::ZERO),
             ),
-            ("idle close", Box::new(|c| c.idle_close = Duration::ZERO)),
             ("max pending", Box::new(|c| c.max_pending = 0)),
             ("max pending", Box::new(|c| c.max_pending = 2 << 20)),
             ("max open files", Box::new(|c| c.max_open_files = 0)),

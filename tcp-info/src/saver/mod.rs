@@ -15,16 +15,20 @@
 //!   segment ends. `flush_interval` bounds how long data sits only in memory. Each frame is
 //!   compressed on its own, so a connection that changes rarely gets small frames and a worse
 //!   ratio than a long frame would give; a longer interval trades memory-only time for ratio.
-//! - **Descriptors are released** when a segment ends: at its rotation age, counted from its
-//!   open time (D2), and when nothing was written to it for `idle_close`. Both are enforced by
-//!   [`tick`](Saver::tick) even for silent connections. The connection itself stays tracked in
-//!   a 33-byte hash table entry (its `StartTime` and next sequence number), about 55 bytes with
-//!   the table's spare capacity (measured by a test, see [`Saver::heap_bytes`]); its next
-//!   record opens the next segment lazily, Metadata line first. The trade-off of `idle_close`:
-//!   a connection that pauses longer than it and resumes gets one more file (one more Metadata
-//!   line, one more ETL row), in exchange for holding no descriptor while idle. `max_open_files`
-//!   caps open descriptors outright: opening one more first closes the least recently written
-//!   eighth of the open segments (and so does an `EMFILE`/`ENFILE` from `open(2)`).
+//! - **One file per connection and rotation period**, as upstream: a segment stays open from
+//!   its connection's first record (or the previous rotation) until its rotation age, counted
+//!   from its open time (D2) and enforced by [`tick`](Saver::tick) even for silent
+//!   connections, or until the connection ends. A connection that pauses and resumes stays in
+//!   the same file, so a connection shorter than the rotation age is one file and one ETL row.
+//!   When a segment ends before its connection does (rotation, eviction), the connection stays
+//!   tracked in a 33-byte hash table entry (its `StartTime` and next sequence number), about
+//!   55 bytes with the table's spare capacity (measured by a test, see [`Saver::heap_bytes`]);
+//!   its next record opens the next segment lazily, Metadata line first.
+//! - **Descriptors are budgeted**: `max_open_files` caps open archive descriptors. Only when
+//!   opening one more would exceed it (or `open(2)` fails with `EMFILE`/`ENFILE`) are the least
+//!   recently written segments closed, a small batch at a time ([`EVICTION_BATCH_DIVISOR`]);
+//!   their connections continue in a new segment if they write again. Under a descriptor limit
+//!   above the number of concurrently written connections this never happens.
 //!
 //! # Files
 //!
@@ -68,8 +72,8 @@ mod tests;
 pub(crate) mod testutil;
 
 pub use config::{
-    Anonymizer, DEFAULT_FLUSH_INTERVAL, DEFAULT_IDLE_CLOSE, DEFAULT_MAX_OPEN_FILES,
-    DEFAULT_MAX_PENDING, DEFAULT_ROTATION_AGE, SaverConfig,
+    Anonymizer, DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_OPEN_FILES, DEFAULT_MAX_PENDING,
+    DEFAULT_ROTATION_AGE, SaverConfig,
 };
 pub use error::{ErrorClass, SaveError};
 pub use paths::{SUFFIX, file_name};
@@ -86,6 +90,11 @@ use std::time::Instant;
 /// Lines must stay below the ETL scanner's 64 KiB limit (SPEC §5.4, §11.1).
 const MAX_LINE_LEN: usize = 64 * 1024;
 
+/// An eviction closes `max_open_files / EVICTION_BATCH_DIVISOR` segments (at least one): few
+/// enough that only the least recently written close, enough that finding them (a linear
+/// selection over the open segments) is paid once per many opens.
+pub const EVICTION_BATCH_DIVISOR: usize = 64;
+
 /// What the saver keeps for a tracked connection (with or without an open segment).
 #[derive(Debug, Clone, Copy)]
 struct Conn {
@@ -100,7 +109,6 @@ struct Conn {
 enum End {
     Connection,
     Rotation,
-    Idle,
     Eviction,
     Shutdown,
 }
@@ -260,8 +268,8 @@ impl Saver {
         }
     }
 
-    /// Periodic work: ends segments that reached their rotation age or were idle for
-    /// `idle_close`, and flushes buffers whose oldest line is `flush_interval` old.
+    /// Periodic work: ends segments that reached their rotation age and flushes buffers whose
+    /// oldest line is `flush_interval` old.
     pub fn tick(&mut self, now: Instant) -> Report {
         let mut report = Report::default();
         let mut ending = Vec::new();
@@ -269,8 +277,6 @@ impl Saver {
         for (&cookie, segment) in &mut self.segments {
             if segment.expired(now, self.config.rotation_age) {
                 ending.push((cookie, End::Rotation));
-            } else if segment.idle(now, self.config.idle_close) {
-                ending.push((cookie, End::Idle));
             } else if segment.flush_due(now, self.config.flush_interval) {
                 match flush(&mut self.compressor, &mut self.stats, segment) {
                     Ok(wrote) => report.flushed += usize::from(wrote),
@@ -444,7 +450,6 @@ impl Saver {
         self.stats.files_closed += 1;
         match why {
             End::Rotation => self.stats.rotations += 1,
-            End::Idle => self.stats.idle_closes += 1,
             End::Eviction => self.stats.evictions += 1,
             End::Connection | End::Shutdown => {}
         }
@@ -483,9 +488,10 @@ impl Saver {
         }
     }
 
-    /// Closes the least recently written eighth of the open segments.
+    /// Closes the least recently written segments, a batch of
+    /// `max_open_files / EVICTION_BATCH_DIVISOR`.
     fn evict(&mut self, errors: &mut Vec<SaveError>) {
-        let batch = (self.config.max_open_files / 8)
+        let batch = (self.config.max_open_files / EVICTION_BATCH_DIVISOR)
             .max(1)
             .min(self.segments.len());
         if batch == 0 {

@@ -85,10 +85,6 @@ impl Segment {
         now.saturating_duration_since(self.opened) >= rotation_age
     }
 
-    /// Whether nothing was buffered for at least `idle_close` before `now`.
-    pub fn idle(&self, now: Instant, idle_close: Duration) -> bool {
-        now.saturating_duration_since(self.last_write) >= idle_close
-    }
 
     /// Whether the oldest buffered line was buffered at least `flush_interval` before `now`.
     pub fn flush_due(&self, now: Instant, flush_interval: Duration) -> bool {

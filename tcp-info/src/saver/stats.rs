@@ -8,13 +8,11 @@ use super::ErrorClass;
 pub struct SaverStats {
     /// Archive files created (`tcpinfo_new_file_total`).
     pub files_opened: u64,
-    /// Archive files closed, for any reason (connection end, rotation, idleness, eviction,
+    /// Archive files closed, for any reason (connection end, rotation, eviction,
     /// shutdown, or after a failed write).
     pub files_closed: u64,
     /// Segments closed because they reached the rotation age (SPEC §12 D2).
     pub rotations: u64,
-    /// Segments closed because nothing was written to them for `idle_close`.
-    pub idle_closes: u64,
     /// Segments closed early to stay under `max_open_files` (or after `EMFILE`).
     pub evictions: u64,
     /// Lines accepted into a file (Metadata and snapshot lines), counted when buffered.

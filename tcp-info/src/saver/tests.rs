@@ -155,9 +155,7 @@ fn spec_saver_row_two_cookies() {
 #[test]
 fn rotation_counts_from_open_time_and_tick_closes_idle_segments() {
     let tree = TempTree::new("rotation");
-    let mut c = config(&tree);
-    c.idle_close = Duration::from_secs(3600);
-    let mut saver = Saver::new(c).unwrap();
+    let mut saver = Saver::new(config(&tree)).unwrap();
     let t0 = Instant::now();
     let cookie = 0x3E8;
     assert_eq!(
@@ -243,40 +241,43 @@ fn rotation_counts_from_open_time_and_tick_closes_idle_segments() {
     assert_eq!(names.len(), 3);
 }
 
+/// A connection that pauses keeps its segment (upstream writes one file per connection and
+/// rotation period): only the rotation age ends it, and the next record opens the next one.
 #[test]
-fn idle_segments_release_their_descriptor_and_resume_with_the_next_sequence() {
-    let tree = TempTree::new("idle");
+fn a_paused_connection_keeps_its_segment_until_rotation() {
+    let tree = TempTree::new("pause");
     let mut saver = Saver::new(config(&tree)).unwrap();
     let t0 = Instant::now();
+    let minutes = |m: u64| t0 + Duration::from_secs(60 * m);
     let _ = expect_write(&mut saver, 7, &snapshot(7, T_2019, 1), t0);
-    let _ = expect_write(
-        &mut saver,
-        7,
-        &snapshot(7, T_2019 + 10, 2),
-        t0 + Duration::from_secs(10),
-    );
-    assert_eq!(saver.tick(t0 + Duration::from_secs(69)).closed, 0);
-    let report = saver.tick(t0 + Duration::from_secs(70));
+    // Five quiet minutes: flushed, still open.
+    assert_eq!(saver.tick(minutes(5)).closed, 0);
+    assert_eq!(saver.stats().open_segments, 1);
+    let out = expect_write(&mut saver, 7, &snapshot(7, T_2019 + 300, 2), minutes(5));
+    assert_eq!(out.opened, None, "the pause did not end the segment");
+    assert_eq!(saver.tick(minutes(10) - Duration::from_millis(1)).closed, 0);
+    let report = saver.tick(minutes(10));
     assert_eq!(report.closed, 1);
     let stats = saver.stats();
     assert_eq!(
-        (stats.idle_closes, stats.rotations, stats.open_segments),
+        (stats.rotations, stats.evictions, stats.open_segments),
         (1, 0, 0)
     );
     assert_eq!(saver.tracked(), 1);
-    let out = expect_write(
-        &mut saver,
-        7,
-        &snapshot(7, T_2019 + 100, 3),
-        t0 + Duration::from_secs(100),
-    );
+    let out = expect_write(&mut saver, 7, &snapshot(7, T_2019 + 700, 3), minutes(12));
     assert_eq!(out.opened, Some(1));
     let path = saver.segment_path(7).unwrap().to_owned();
     assert!(saver.close(7).unwrap());
+    let (meta, snaps) = check_archive(&tree.path().join("2019/04/01").join(name(7, 0)));
+    assert_eq!(meta.sequence, 0);
+    assert_eq!(
+        snaps,
+        vec![snapshot(7, T_2019, 1), snapshot(7, T_2019 + 300, 2)]
+    );
     let (meta, snaps) = check_archive(&path);
     assert_eq!(meta.sequence, 1);
     assert_eq!(meta.start_time, snapshot(7, T_2019, 1).timestamp);
-    assert_eq!(snaps, vec![snapshot(7, T_2019 + 100, 3)]);
+    assert_eq!(snaps, vec![snapshot(7, T_2019 + 700, 3)]);
 }
 
 /// A file decodes up to its last flush while still open, and its content advances with flushes.
@@ -655,7 +656,7 @@ fn opening_beyond_the_cap_evicts_the_least_recently_written() {
 }
 
 /// Memory and descriptors stay bounded: 10 000 connections written once hold at most
-/// `max_open_files` descriptors, none once idle, and a few dozen bytes each.
+/// `max_open_files` descriptors, none once their segments rotated, and a few dozen bytes each.
 #[test]
 fn many_connections_hold_bounded_descriptors_and_memory() {
     const CONNECTIONS: u64 = 10_000;
@@ -685,7 +686,7 @@ fn many_connections_hold_bounded_descriptors_and_memory() {
     assert!(peak > 0 && peak <= CAP, "peak {peak}");
     assert_eq!(open_in_tree(), saver.stats().open_segments as usize);
     let busy = saver.heap_bytes();
-    let report = saver.tick(t0 + Duration::from_secs(61));
+    let report = saver.tick(t0 + Duration::from_secs(601));
     assert!(report.errors.is_empty());
     assert_eq!(open_in_tree(), 0);
     let stats = saver.stats();
@@ -705,7 +706,7 @@ fn many_connections_hold_bounded_descriptors_and_memory() {
         "{per_connection} B per idle connection"
     );
     assert_eq!(tree.files().len(), CONNECTIONS as usize);
-    // Spot-check that evicted and idle-closed files are complete.
+    // Spot-check that evicted and rotated files are complete.
     for f in tree.files().iter().step_by(997) {
         assert_eq!(check_archive(&tree.path().join(f)).1.len(), 1);
     }
