@@ -36,8 +36,15 @@ const DESTROY_RCVBUF: usize = 32 << 20;
 /// rotation period, as upstream; beyond it the least recently written segments are closed (see
 /// `saver::SaverConfig::max_open_files`).
 const MAX_OPEN_ARCHIVES: usize = 65_536;
-/// How long a connection missing from sweeps waits for its destroy notification.
-const CLOSE_GRACE: Duration = Duration::from_millis(500);
+/// How long a connection missing from sweeps waits for its destroy notification before an
+/// exact query confirms it gone and it is closed without one. Normally the notification comes
+/// within milliseconds; it comes later for a socket its application keeps in CLOSE (invisible
+/// to sock_diag), and never if it was lost to an overrun. Up to this long, such a connection
+/// still ends with its exact final record; beyond it, its Close is sent and a late notification
+/// is counted (`tcpinfo_late_destroys_total`), never reopening the connection.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+/// Receive buffer of the socket for exact queries that confirm closes (batches are sized to it).
+const LOOKUP_RCVBUF: usize = 1 << 20;
 /// Sweeps that may wait for the pipeline before the sweep source blocks (upstream: 2).
 const SWEEP_QUEUE: usize = 2;
 /// Short git commit baked in by `build.rs` (empty when unknown: the metric then reads 0).
@@ -83,6 +90,10 @@ pub fn run(config: &Config) -> Result<()> {
         }
     };
 
+    // Exact queries get their own socket: a socket busy with a dump answers them with EBUSY
+    // (SPEC §13.3).
+    let lookup = DiagSocket::open(LOOKUP_RCVBUF)
+        .context("opening the sock_diag socket for exact queries")?;
     let local = anonymize::local_addresses().context("listing local addresses")?;
     repair_archives(&config.uuid_prefix);
     let mut saver_config = SaverConfig::new(config.uuid_prefix.clone());
@@ -114,7 +125,8 @@ pub fn run(config: &Config) -> Result<()> {
         SaverSink::new(saver, Arc::clone(&metrics)),
         Events(events),
         Arc::clone(&metrics),
-    );
+    )
+    .with_lookup(Box::new(lookup));
 
     let stop = Arc::new(AtomicBool::new(false));
     let queued = Arc::new(AtomicUsize::new(0));
@@ -321,6 +333,7 @@ impl SaverSink {
         m.new_files.inc_by(now.files_opened - was.files_opened);
         m.files_closed.inc_by(now.files_closed - was.files_closed);
         m.rotations.inc_by(now.rotations - was.rotations);
+        m.evictions.inc_by(now.evictions - was.evictions);
         m.lines_written
             .inc_by(now.lines_written - was.lines_written);
         m.compressed_bytes

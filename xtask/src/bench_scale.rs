@@ -161,7 +161,10 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
         fds_before == 0 && fds_tracked > 0 && fds_tracked <= budget,
         "archive descriptors: {fds_tracked} open while tracking, budget {budget}"
     );
-    anyhow::ensure!(fds_idle == 0, "rotated segments kept {fds_idle} descriptors");
+    anyhow::ensure!(
+        fds_idle == 0,
+        "rotated segments kept {fds_idle} descriptors"
+    );
     Ok(())
 }
 

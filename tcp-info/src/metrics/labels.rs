@@ -129,6 +129,9 @@ label_enum! {
         Ebpf => "ebpf",
         /// The `sock_diag` destroy multicast groups (final snapshot of a closing socket).
         Close => "close",
+        /// An exact query confirming, before it is closed, a connection the sweeps stopped
+        /// listing.
+        Confirm => "confirm",
     }
 }
 

@@ -151,6 +151,12 @@ pub struct Metrics {
     pub event_clients_disconnected: IntCounter,
     /// `tcpinfo_connections_tracked`: connections in the cache now.
     pub connections_tracked: IntGauge,
+    /// `tcpinfo_late_destroys_total`: destroy notifications that arrived after their connection
+    /// was closed without one (its final record is not archived: the file is finished).
+    pub late_destroys: IntCounter,
+    /// `tcpinfo_saver_evictions_total`: segments closed early to stay within the descriptor
+    /// budget (each costs its connection one more file if it writes again).
+    pub evictions: IntCounter,
     mode: IntGaugeVec,
 }
 
@@ -309,6 +315,16 @@ impl Metrics {
                 &r,
                 "tcpinfo_connections_tracked",
                 "Number of connections currently tracked.",
+            )?,
+            late_destroys: counter(
+                &r,
+                "tcpinfo_late_destroys_total",
+                "Number of destroy notifications for connections already closed without one.",
+            )?,
+            evictions: counter(
+                &r,
+                "tcpinfo_saver_evictions_total",
+                "Number of archive segments closed early to stay within the descriptor budget.",
             )?,
             mode: gauge_vec(
                 &r,

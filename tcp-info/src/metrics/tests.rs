@@ -472,6 +472,8 @@ fn new_metrics_are_exported_under_new_names() {
         ),
         ("tcpinfo_saver_lines_total", "counter", None, &[]),
         ("tcpinfo_saver_rotations_total", "counter", None, &[]),
+        ("tcpinfo_saver_evictions_total", "counter", None, &[]),
+        ("tcpinfo_late_destroys_total", "counter", None, &[]),
         ("tcpinfo_saver_open_files", "gauge", None, &[]),
         (
             "tcpinfo_saver_errors_total",
@@ -483,7 +485,7 @@ fn new_metrics_are_exported_under_new_names() {
             "tcpinfo_records_total",
             "counter",
             Some("source"),
-            &["sweep", "ebpf", "close"],
+            &["sweep", "ebpf", "close", "confirm"],
         ),
         (
             "tcpinfo_excluded_records_total",

@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 
 use super::NetlinkError;
 use super::diag::DiagSocket;
-use super::request::{self, Family, SockId};
+use super::request::{self, Family, STATE_MASK, SockId};
 use super::socket::{self, Drained};
+use crate::inetdiag::{self, InetDiagMsg};
 use crate::nlmsg::{Messages, NLMSG_ERROR, SOCK_DIAG_BY_FAMILY};
 
 /// Rounds in a row without a single reply before giving up.
@@ -30,6 +31,61 @@ pub struct ExactTarget {
     pub interface: u32,
     /// The socket cookie to match, or `None` for `INET_DIAG_NOCOOKIE` (no check).
     pub cookie: Option<u64>,
+}
+
+impl ExactTarget {
+    /// The request that finds the socket a record describes again: its family, tuple and
+    /// interface, with its cookie checked by the kernel. `None` for a family other than
+    /// AF_INET/AF_INET6.
+    pub fn of(idm: &InetDiagMsg<'_>) -> Option<Self> {
+        let family = Family::from_af(idm.family())?;
+        Some(Self {
+            family,
+            local: SocketAddr::new(idm.src(), idm.sport()),
+            remote: SocketAddr::new(idm.dst(), idm.dport()),
+            interface: idm.interface(),
+            cookie: Some(idm.cookie()),
+        })
+    }
+
+    /// What `outcome` says about the socket this target names (SPEC §13.2, §13.8): a reply is
+    /// that socket only if its cookie matches (when the target has one) and its state is one
+    /// the sweeps list (`idiag_states` 0xF37). A `TIME_WAIT` entry inherits the cookie of the
+    /// socket it replaced, so it means the socket is gone; any other cookie or state is a
+    /// mismatch, never archived under this target.
+    pub fn check<'a>(&self, outcome: &'a ExactOutcome) -> Checked<'a> {
+        let payload = match outcome {
+            ExactOutcome::Gone(_) => return Checked::Gone,
+            ExactOutcome::Found(payload) => payload.as_slice(),
+        };
+        let Ok(idm) = InetDiagMsg::new(payload) else {
+            return Checked::Mismatch;
+        };
+        if self.cookie.is_some_and(|c| c != idm.cookie()) {
+            return Checked::Mismatch;
+        }
+        match idm.state() {
+            inetdiag::state::TIME_WAIT => Checked::Gone,
+            state
+                if state != inetdiag::state::LISTEN
+                    && 1u32.checked_shl(state.into()).unwrap_or(0) & STATE_MASK != 0 =>
+            {
+                Checked::Live(payload)
+            }
+            _ => Checked::Mismatch,
+        }
+    }
+}
+
+/// An exact reply checked against its target ([`ExactTarget::check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked<'a> {
+    /// The socket exists in a state the sweeps list: this payload is its current record.
+    Live(&'a [u8]),
+    /// No such socket (`ENOENT`, or only its `TIME_WAIT` entry is left).
+    Gone,
+    /// The reply is some other socket or state; it must not be archived under this target.
+    Mismatch,
 }
 
 /// The answer for one target.
@@ -408,6 +464,68 @@ mod tests {
         let mut dump = crate::netlink::Payloads::new();
         diag.dump(Family::Inet, &mut dump).unwrap();
         assert_eq!(dump.len(), targets.len() + 1);
+    }
+
+    /// `ExactTarget::of` a dumped record finds the same socket again, and `check` tells a live
+    /// socket from a gone one and from a reply about another socket.
+    #[test]
+    fn target_of_a_dumped_record_and_checked_replies() {
+        let Some(ns) = TestNetns::create() else {
+            return;
+        };
+        let mut diag = DiagSocket::open_in_netns(ns.path(), 256 * 1024).unwrap();
+        let v4 = testutil::connections(&ns, "127.0.0.1:0", 1);
+        let v6 = testutil::connections(&ns, "[::1]:0", 1);
+        let mut targets = Vec::new();
+        for family in [Family::Inet, Family::Inet6] {
+            let mut dump = crate::netlink::Payloads::new();
+            diag.dump(family, &mut dump).unwrap();
+            for p in &dump {
+                let idm = InetDiagMsg::new(p).unwrap();
+                if idm.state() == inetdiag::state::ESTABLISHED {
+                    targets.push(ExactTarget::of(&idm).unwrap());
+                }
+            }
+        }
+        assert_eq!(targets.len(), 4, "two connections, both ends");
+        let mut out = Vec::new();
+        diag.query_exact(&targets, &mut out).unwrap();
+        assert_eq!(out.len(), 4);
+        for r in &out {
+            let t = &targets[r.index];
+            match t.check(&r.outcome) {
+                Checked::Live(p) => assert_eq!(Some(diag_cookie(p)), t.cookie),
+                other => panic!("{t:?}: {other:?}"),
+            }
+        }
+        // A reply carrying another cookie, or a LISTEN socket, is a mismatch; ENOENT is gone.
+        let found = |r: &ExactReply| match &r.outcome {
+            ExactOutcome::Found(p) => p.clone(),
+            ExactOutcome::Gone(e) => panic!("errno {e}"),
+        };
+        let mut other = found(&out[0]);
+        other[44] ^= 1;
+        assert_eq!(
+            targets[out[0].index].check(&ExactOutcome::Found(other)),
+            Checked::Mismatch
+        );
+        let mut listen = found(&out[0]);
+        listen[1] = inetdiag::state::LISTEN;
+        assert_eq!(
+            targets[out[0].index].check(&ExactOutcome::Found(listen)),
+            Checked::Mismatch
+        );
+        let mut time_wait = found(&out[0]);
+        time_wait[1] = inetdiag::state::TIME_WAIT;
+        assert_eq!(
+            targets[out[0].index].check(&ExactOutcome::Found(time_wait)),
+            Checked::Gone
+        );
+        assert_eq!(
+            targets[0].check(&ExactOutcome::Gone(libc::ENOENT)),
+            Checked::Gone
+        );
+        drop((v4, v6));
     }
 
     #[test]

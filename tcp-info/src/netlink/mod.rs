@@ -26,7 +26,7 @@ pub use destroy::{
 };
 pub use diag::{DEFAULT_RCVBUF, DiagSocket, MAX_BATCH};
 pub use dump::{DumpError, DumpStats};
-pub use exact::{ExactOutcome, ExactReply, ExactStats, ExactTarget};
+pub use exact::{Checked, ExactOutcome, ExactReply, ExactStats, ExactTarget};
 pub use netns::{NetnsError, in_netns, named_netns_path, pid_netns_path};
 pub use payloads::Payloads;
 pub use request::{Family, NO_COOKIE, STATE_MASK};

@@ -9,7 +9,7 @@ mod observe;
 pub mod sinks;
 
 pub use observe::{FamilySweep, Observer, ObserverConfig};
-pub use sinks::{ArchiveSink, EventSink};
+pub use sinks::{ArchiveSink, EventSink, Lookup};
 
 #[cfg(test)]
 mod tests;

@@ -1,12 +1,12 @@
 //! The connection cache and the decisions made for every record.
 
-use super::{ArchiveSink, EventSink};
+use super::{ArchiveSink, EventSink, Lookup};
 use crate::diff::{self, Change};
 use crate::exclude::{Excluded, Exclusions};
 use crate::inetdiag::{AF_INET, AF_INET6, InetDiagMsg, attr};
 use crate::metrics::rates::{CycleBytes, RateAccounting};
-use crate::metrics::{ExclusionReason, FlowEvent, Metrics, Source};
-use crate::netlink::{Family, Payloads};
+use crate::metrics::{ExactQueryOutcome, ExclusionReason, FlowEvent, Metrics, Source};
+use crate::netlink::{Checked, ExactReply, ExactTarget, Family, Payloads};
 use crate::record::{ArchivalRecord, Attributes, ParsedPayload, Timestamp};
 use crate::tcpinfo;
 use crate::uuid::Prefix;
@@ -22,6 +22,28 @@ const INFO: usize = attr::INFO as usize;
 /// for up to `tcp_fin_timeout`, 60 s by default) open a second file. See [`Observer::destroyed`].
 const TOMBSTONE_TTL: Duration = Duration::from_secs(120);
 
+/// How long the cookie of a connection closed *without* its destroy notification is
+/// remembered, so that a late notification (a socket an application keeps in CLOSE, which no
+/// sock_diag query can see) cannot reopen it: no second Open, file or Close for one UUID.
+const CLOSED_WITHOUT_DESTROY_TTL: Duration = Duration::from_secs(3600);
+
+/// Why a cookie is remembered after its connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Its destroy notification ended it.
+    Destroyed,
+    /// It was closed because the sweeps and an exact query no longer found it; its destroy
+    /// notification may still come.
+    WithoutDestroy,
+}
+
+/// A remembered cookie: why, and until when.
+#[derive(Debug, Clone, Copy)]
+struct Tombstone {
+    ended: Ended,
+    until: Instant,
+}
+
 /// One family's part of a sweep: the family, its payloads (`None` if the dump failed) and when
 /// the dump completed.
 pub type FamilySweep<'a> = (Family, Option<&'a Payloads>, Timestamp);
@@ -34,10 +56,12 @@ pub struct ObserverConfig {
     /// UUID prefix for events.
     pub prefix: Prefix,
     /// How long a connection missing from sweeps stays open waiting for its destroy
-    /// notification (which carries the exact final counters) before it is closed without one.
-    /// A connection that entered TIME_WAIT leaves the dumps before the kernel announces its
-    /// destruction. Zero when no close source runs: a missing connection closes at once, as
-    /// upstream.
+    /// notification (which carries the exact final counters) before it is confirmed gone with
+    /// an exact query and closed without one. A connection that entered TIME_WAIT leaves the
+    /// dumps just before the kernel announces its destruction; one whose application keeps the
+    /// socket in CLOSE leaves them until the application closes it (sock_diag cannot see a
+    /// socket in CLOSE: it is unhashed). Zero when no close source runs: a missing connection
+    /// closes at once, as upstream.
     pub close_grace: Duration,
 }
 
@@ -62,8 +86,10 @@ pub struct Observer<A, E> {
     metrics: Arc<Metrics>,
     rates: RateAccounting,
     cache: HashMap<u64, Conn>,
-    /// Cookies of connections ended by a destroy notification, with when.
-    tombstones: HashMap<u64, Instant>,
+    /// Cookies of ended connections that a late record must not reopen.
+    tombstones: HashMap<u64, Tombstone>,
+    /// Exact queries confirming a connection is gone before it is closed (SPEC §13).
+    lookup: Option<Box<dyn Lookup>>,
     cycle: u64,
     last_cycle_end: Option<Instant>,
 }
@@ -80,9 +106,18 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
             rates,
             cache: HashMap::new(),
             tombstones: HashMap::new(),
+            lookup: None,
             cycle: 0,
             last_cycle_end: None,
         }
+    }
+
+    /// Confirms with `lookup` that a connection is gone before closing it: one the sweeps stopped
+    /// listing but an exact query still finds is recorded and kept open.
+    #[must_use]
+    pub fn with_lookup(mut self, lookup: Box<dyn Lookup>) -> Self {
+        self.lookup = Some(lookup);
+        self
     }
 
     /// Number of connections in the cache.
@@ -152,10 +187,16 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
                 bytes.closing_received += conn.received;
             }
         }
+        let gone = self.confirm_gone(gone, now);
         for (cookie, at) in gone {
             if let Some(conn) = self.end(cookie, at, now) {
                 bytes.closed_sent += conn.sent;
                 bytes.closed_received += conn.received;
+            }
+            if !grace.is_zero() {
+                // A close source runs, so this connection's destroy notification may still
+                // come (a socket held in CLOSE): it must not reopen the connection.
+                self.bury(cookie, Ended::WithoutDestroy, now);
             }
         }
         if let Some(second) = rate_second {
@@ -178,7 +219,7 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
         for payload in payloads {
             if let Some(cookie) = self.observe(payload, timestamp, Source::Close, now) {
                 self.end(cookie, timestamp, now);
-                self.tombstones.insert(cookie, now);
+                self.bury(cookie, Ended::Destroyed, now);
             }
         }
         self.metrics
@@ -189,8 +230,7 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
     /// Periodic housekeeping.
     pub fn tick(&mut self, now: Instant) {
         self.archive.tick(now);
-        self.tombstones
-            .retain(|_, at| now.saturating_duration_since(*at) < TOMBSTONE_TTL);
+        self.tombstones.retain(|_, t| t.until > now);
     }
 
     /// Graceful shutdown (D11): a Close event for every open connection, then every file
@@ -231,7 +271,20 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
             return None;
         }
         let cookie = idm.cookie();
-        if cookie == 0 || self.tombstones.contains_key(&cookie) {
+        if cookie == 0 {
+            return None;
+        }
+        if let Some(tombstone) = self.tombstones.get(&cookie) {
+            if source == Source::Close && tombstone.ended == Ended::WithoutDestroy {
+                // The final record of a connection already closed: its file is finished and
+                // is never reopened (SPEC §11.2), so the record is counted, not archived.
+                self.metrics.late_destroys.inc();
+                tracing::debug!(
+                    cookie,
+                    "destroy notification after the connection was closed"
+                );
+                self.bury(cookie, Ended::Destroyed, now);
+            }
             return None;
         }
         let parsed = match ParsedPayload::parse(payload) {
@@ -312,6 +365,78 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
             (None, None) => {}
         }
         Some(cookie)
+    }
+
+    /// Remembers an ended connection's cookie (see [`Ended`]).
+    fn bury(&mut self, cookie: u64, ended: Ended, now: Instant) {
+        let ttl = match ended {
+            Ended::Destroyed => TOMBSTONE_TTL,
+            Ended::WithoutDestroy => CLOSED_WITHOUT_DESTROY_TTL,
+        };
+        self.tombstones.insert(
+            cookie,
+            Tombstone {
+                ended,
+                until: now + ttl,
+            },
+        );
+    }
+
+    /// Of the connections about to be closed because the sweeps stopped listing them, keeps
+    /// those an exact query still finds in a listed state (recording what it found, as a sweep
+    /// would) and returns the others. Without a lookup, or if the query fails, all are
+    /// returned: closing is upstream's behaviour.
+    fn confirm_gone(&mut self, gone: Vec<(u64, Timestamp)>, now: Instant) -> Vec<(u64, Timestamp)> {
+        let Some(lookup) = self.lookup.as_mut() else {
+            return gone;
+        };
+        let targets: Vec<Option<ExactTarget>> = gone
+            .iter()
+            .map(|(cookie, _)| {
+                let conn = self.cache.get(cookie)?;
+                ExactTarget::of(&InetDiagMsg::new(conn.last.raw_idm()).ok()?)
+            })
+            .collect();
+        let (slots, queried): (Vec<usize>, Vec<ExactTarget>) = targets
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, t)| Some((slot, (*t)?)))
+            .unzip();
+        if queried.is_empty() {
+            return gone;
+        }
+        let mut replies: Vec<ExactReply> = Vec::with_capacity(queried.len());
+        if let Err(e) = lookup.lookup(&queried, &mut replies) {
+            tracing::warn!(error = %e, "exact queries confirming closes failed");
+        }
+        let timestamp = Timestamp::now();
+        let unanswered = queried.len().saturating_sub(replies.len());
+        self.metrics
+            .exact_queries
+            .get(ExactQueryOutcome::Error)
+            .inc_by(unanswered as u64);
+        let mut alive = vec![false; gone.len()];
+        for reply in &replies {
+            let (Some(&slot), Some(target)) = (slots.get(reply.index), queried.get(reply.index))
+            else {
+                continue;
+            };
+            let outcome = match target.check(&reply.outcome) {
+                Checked::Live(payload) => {
+                    alive[slot] = self
+                        .observe(payload, timestamp, Source::Confirm, now)
+                        .is_some();
+                    ExactQueryOutcome::Found
+                }
+                Checked::Gone => ExactQueryOutcome::NotFound,
+                Checked::Mismatch => ExactQueryOutcome::Mismatch,
+            };
+            self.metrics.exact_queries.get(outcome).inc();
+        }
+        gone.into_iter()
+            .zip(alive)
+            .filter_map(|(g, alive)| (!alive).then_some(g))
+            .collect()
     }
 
     /// Ends a connection: Close event, file finished, cache entry removed.

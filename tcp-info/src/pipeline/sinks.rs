@@ -2,6 +2,7 @@
 //! plug in recorders.
 
 use crate::inetdiag::InetDiagMsg;
+use crate::netlink::{DiagSocket, ExactReply, ExactTarget};
 use crate::record::{ArchivalRecord, Timestamp};
 use std::time::Instant;
 
@@ -33,4 +34,21 @@ pub struct NoEvents;
 impl EventSink for NoEvents {
     fn open(&self, _: Timestamp, _: &str, _: &InetDiagMsg<'_>) {}
     fn close(&self, _: Timestamp, _: &str) {}
+}
+
+/// Asks the kernel about particular sockets now, with exact sock_diag queries (SPEC §13). The
+/// pipeline uses it to confirm that a connection the sweeps stopped listing is really gone
+/// before closing it.
+pub trait Lookup: Send {
+    /// Looks each target up and appends one reply per target answered (in any order, tagged
+    /// with the target's index). On error the replies appended so far are kept.
+    fn lookup(&mut self, targets: &[ExactTarget], out: &mut Vec<ExactReply>) -> Result<(), String>;
+}
+
+impl Lookup for DiagSocket {
+    fn lookup(&mut self, targets: &[ExactTarget], out: &mut Vec<ExactReply>) -> Result<(), String> {
+        self.query_exact(targets, out)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
 }

@@ -1,15 +1,16 @@
 //! The pipeline's decisions, with recording sinks instead of files and sockets.
 
-use super::{ArchiveSink, EventSink, Observer, ObserverConfig};
+use super::{ArchiveSink, EventSink, Lookup, Observer, ObserverConfig};
 use crate::exclude::Exclusions;
 use crate::inetdiag::{AF_INET, AF_INET6, InetDiagMsg};
-use crate::metrics::{FlowEvent, Metrics};
-use crate::netlink::{Family, Payloads};
+use crate::metrics::{ExactQueryOutcome as Q, FlowEvent, Metrics};
+use crate::netlink::{ExactOutcome, ExactReply, ExactTarget, Family, Payloads};
 use crate::record::{ArchivalRecord, Timestamp};
 use crate::uuid::Prefix;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,6 +258,130 @@ fn missing_connection_closes_after_the_grace_without_destroy() {
         now + Duration::from_millis(700),
     );
     assert_eq!(take(&log), [Seen::Closed(UUID_7.into()), Seen::Close(7)]);
+}
+
+/// A scripted kernel: answers an exact query for a cookie with the outcome set for it (once)
+/// and records the targets asked.
+#[derive(Clone, Default)]
+struct Script(Arc<Mutex<Scripted>>);
+
+/// The outcome to give per cookie, and the targets asked so far.
+type Scripted = (HashMap<u64, ExactOutcome>, Vec<ExactTarget>);
+
+impl Script {
+    fn answer(&self, cookie: u64, outcome: ExactOutcome) {
+        self.0.lock().unwrap().0.insert(cookie, outcome);
+    }
+    fn asked(&self) -> Vec<ExactTarget> {
+        std::mem::take(&mut self.0.lock().unwrap().1)
+    }
+}
+
+impl Lookup for Script {
+    fn lookup(&mut self, targets: &[ExactTarget], out: &mut Vec<ExactReply>) -> Result<(), String> {
+        let mut state = self.0.lock().unwrap();
+        for (index, t) in targets.iter().enumerate() {
+            state.1.push(*t);
+            let outcome = state
+                .0
+                .remove(&t.cookie.unwrap())
+                .expect("no answer scripted");
+            out.push(ExactReply { index, outcome });
+        }
+        Ok(())
+    }
+}
+
+/// SPEC §13: a connection the sweeps stopped listing is confirmed gone with an exact query
+/// before it is closed. Found alive, it is recorded and kept; gone, it is closed, and a destroy
+/// notification arriving after that (a socket its application kept in CLOSE) is counted and
+/// reopens nothing: one Open and one Close per UUID.
+#[test]
+fn missing_connection_is_confirmed_before_close_and_a_late_destroy_reopens_nothing() {
+    let script = Script::default();
+    let (o, log, metrics) = observer(Duration::from_millis(500));
+    let mut o = o.with_lookup(Box::new(script.clone()));
+    let t = Timestamp::now();
+    let now = Instant::now();
+    let at = |ms| now + Duration::from_millis(ms);
+    sweep(
+        &mut o,
+        &[(Family::Inet, Some(&[payload(7, 1, 1, AF_INET)]), t)],
+        now,
+    );
+    assert_eq!(
+        take(&log),
+        [Seen::Open(UUID_7.into()), Seen::Write(7, 1, 1)]
+    );
+    let empty: &[Vec<u8>] = &[];
+    sweep(&mut o, &[(Family::Inet, Some(empty), t)], at(100));
+    assert!(script.asked().is_empty(), "no query within the grace");
+    // At the grace's end the kernel still has it (the dump missed it): recorded, kept open.
+    script.answer(7, ExactOutcome::Found(payload(7, 8, 2, AF_INET)));
+    sweep(&mut o, &[(Family::Inet, Some(empty), t)], at(700));
+    assert_eq!(take(&log), [Seen::Write(7, 8, 2)]);
+    let asked = script.asked();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].cookie, Some(7));
+    assert_eq!(asked[0].local, "10.0.0.1:80".parse().unwrap());
+    assert_eq!(asked[0].remote, "10.0.1.1:40000".parse().unwrap());
+    assert_eq!(o.tracked(), 1);
+    // Missing again; after another grace the kernel says ENOENT: closed.
+    sweep(&mut o, &[(Family::Inet, Some(empty), t)], at(800));
+    script.answer(7, ExactOutcome::Gone(libc::ENOENT));
+    sweep(&mut o, &[(Family::Inet, Some(empty), t)], at(1400));
+    assert_eq!(take(&log), [Seen::Closed(UUID_7.into()), Seen::Close(7)]);
+    assert_eq!(o.tracked(), 0);
+    // The socket was held in CLOSE; its destroy notification comes now.
+    destroyed(&mut o, &[payload(7, 7, 3, AF_INET)], t, at(5000));
+    assert_eq!(take(&log), [], "no second Open, file or Close");
+    assert_eq!(metrics.late_destroys.get(), 1);
+    let outcomes = |o| metrics.exact_queries.get(o).get();
+    assert_eq!((outcomes(Q::Found), outcomes(Q::NotFound)), (1, 1));
+    assert_eq!(o.tracked(), 0);
+}
+
+/// A reply about another socket (a TIME_WAIT entry, another cookie) never keeps the connection.
+#[test]
+fn confirmation_replies_about_other_sockets_close_the_connection() {
+    let script = Script::default();
+    let (o, log, metrics) = observer(Duration::from_millis(500));
+    let mut o = o.with_lookup(Box::new(script.clone()));
+    let t = Timestamp::now();
+    let now = Instant::now();
+    let v4 = [payload(7, 1, 1, AF_INET), payload(8, 1, 1, AF_INET)];
+    sweep(&mut o, &[(Family::Inet, Some(&v4), t)], now);
+    take(&log);
+    let empty: &[Vec<u8>] = &[];
+    sweep(
+        &mut o,
+        &[(Family::Inet, Some(empty), t)],
+        now + Duration::from_millis(10),
+    );
+    script.answer(7, ExactOutcome::Found(payload(7, 6, 1, AF_INET)));
+    script.answer(8, ExactOutcome::Found(payload(9, 1, 1, AF_INET)));
+    sweep(
+        &mut o,
+        &[(Family::Inet, Some(empty), t)],
+        now + Duration::from_secs(1),
+    );
+    let mut seen = take(&log);
+    seen.sort_by_key(|s| format!("{s:?}"));
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|s| matches!(s, Seen::Close(_) | Seen::Closed(_)))
+    );
+    assert_eq!(
+        metrics.exact_queries.get(Q::NotFound).get(),
+        1,
+        "TIME_WAIT: gone"
+    );
+    assert_eq!(
+        metrics.exact_queries.get(Q::Mismatch).get(),
+        1,
+        "another cookie"
+    );
 }
 
 #[test]

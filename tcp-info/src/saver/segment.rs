@@ -85,7 +85,6 @@ impl Segment {
         now.saturating_duration_since(self.opened) >= rotation_age
     }
 
-
     /// Whether the oldest buffered line was buffered at least `flush_interval` before `now`.
     pub fn flush_due(&self, now: Instant, flush_interval: Duration) -> bool {
         self.pending_since
