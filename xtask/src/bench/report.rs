@@ -145,6 +145,9 @@ fn cell(values: &[f64], fmt: impl Fn(f64) -> String) -> String {
 fn f1(x: f64) -> String {
     format!("{x:.1}")
 }
+fn f2(x: f64) -> String {
+    format!("{x:.2}")
+}
 fn f3(x: f64) -> String {
     format!("{x:.3}")
 }
@@ -280,8 +283,8 @@ pub fn render(
     }
 
     md.push_str("\n## Output\n\n");
-    md.push_str("Files, bytes on disk and decompressed lines over the collector's whole run; bytes/record divides bytes by snapshot records (Metadata lines excluded) where the archives were graded, else by lines.\n\n");
-    md.push_str("| N | collector | files | lines | bytes | bytes/record |\n|---:|---|---:|---:|---:|---:|\n");
+    md.push_str("Files, bytes on disk and decompressed lines over the collector's whole run; bytes/record divides bytes by snapshot records (Metadata lines excluded) where the archives were graded, else by lines. Files/connection divides files by the connections seen (upstream writes one file per connection and 10-minute rotation period: each file is a row in the ETL's table).\n\n");
+    md.push_str("| N | collector | files | files/connection | lines | bytes | bytes/record |\n|---:|---|---:|---:|---:|---:|---:|\n");
     for &n in &info.ns {
         for name in &names {
             let g = Group::of(results, n, Some(name));
@@ -290,8 +293,16 @@ pub fn render(
             }
             let _ = writeln!(
                 md,
-                "| {n} | {name} | {} | {} | {} | {} |",
+                "| {n} | {name} | {} | {} | {} | {} | {} |",
                 cell(&g.values(|c| Some(c.output.files as f64)), int),
+                cell(
+                    &g.values(|c| {
+                        let seen: usize =
+                            c.coverage.as_ref()?.per_class.iter().map(|k| k.seen).sum();
+                        (seen > 0).then(|| c.output.files as f64 / seen as f64)
+                    }),
+                    f2
+                ),
                 cell(&g.values(|c| Some(c.output.lines as f64)), int),
                 cell(&g.values(|c| Some(c.output.bytes as f64)), int),
                 cell(
