@@ -34,8 +34,9 @@ const TICK: Duration = Duration::from_millis(100);
 const DESTROY_RCVBUF: usize = 32 << 20;
 /// Upper bound on archive files open at once: one per connection written to in the current
 /// rotation period, as upstream; beyond it the least recently written segments are closed (see
-/// `saver::SaverConfig::max_open_files`).
-const MAX_OPEN_ARCHIVES: usize = 65_536;
+/// `saver::SaverConfig::max_open_files`). An open segment costs a descriptor, its path and a
+/// small buffer, so this bounds memory too.
+const MAX_OPEN_ARCHIVES: usize = 1 << 18;
 /// How long a connection missing from sweeps waits for its destroy notification before an
 /// exact query confirms it gone and it is closed without one. Normally the notification comes
 /// within milliseconds; it comes later for a socket its application keeps in CLOSE (invisible
@@ -244,8 +245,8 @@ fn repair_archives(prefix: &crate::uuid::Prefix) {
 }
 
 /// Raises the soft descriptor limit to the hard one and returns how many archive files may be
-/// open at once: at most `wanted`, keeping an eighth of the limit (at least 256) for sockets,
-/// event clients and scrapes.
+/// open at once: at most `wanted`, keeping a sixteenth of the limit (at least 256) for sockets,
+/// eBPF maps, event clients and scrapes.
 fn file_budget(wanted: usize) -> usize {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let limit = match getrlimit(Resource::RLIMIT_NOFILE) {
@@ -261,9 +262,8 @@ fn file_budget(wanted: usize) -> usize {
             1024
         }
     };
-    let budget = wanted
-        .min(usize::try_from(limit / 2).unwrap_or(usize::MAX))
-        .max(16);
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let budget = wanted.min(limit - (limit / 16).max(256).min(limit)).max(16);
     tracing::info!(limit, budget, "archive file descriptor budget");
     budget
 }
