@@ -1,9 +1,19 @@
-//! Bakes the short git commit into the daemon for the `git_short_commit` metric (SPEC §9.2).
-//! `TCP_INFO_GIT_COMMIT` in the build environment wins (image builds without `.git`).
+//! Build-time inputs of the daemon:
+//! - the short git commit, for the `git_short_commit` metric (SPEC §9.2);
+//!   `TCP_INFO_GIT_COMMIT` in the build environment wins (image builds without `.git`);
+//! - the eBPF object, embedded when `cargo xtask build-ebpf` has put it at
+//!   `<target>/ebpf/tcp-info-ebpf.o` (or `TCP_INFO_EBPF_OBJECT` names it); without it the daemon
+//!   builds and runs in sweep mode only.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
+    git_commit();
+    ebpf_object();
+}
+
+fn git_commit() {
     println!("cargo:rerun-if-env-changed=TCP_INFO_GIT_COMMIT");
     println!("cargo:rerun-if-changed=../.git/HEAD");
     println!("cargo:rerun-if-changed=../.git/refs/heads");
@@ -20,4 +30,33 @@ fn main() {
         "cargo:rustc-env=TCP_INFO_GIT_COMMIT={}",
         commit.unwrap_or_default()
     );
+}
+
+fn ebpf_object() {
+    println!("cargo::rustc-check-cfg=cfg(tcp_info_ebpf)");
+    println!("cargo:rerun-if-env-changed=TCP_INFO_EBPF_OBJECT");
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+    let object = if let Some(path) = std::env::var_os("TCP_INFO_EBPF_OBJECT") {
+        PathBuf::from(path)
+    } else {
+        // The directory `cargo xtask build-ebpf` writes to. Created if missing, because a
+        // missing watched path would rerun this script (and rebuild the crate) every time.
+        let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| manifest.join("../target"), |d| manifest.join(d));
+        let dir = target.join("ebpf");
+        let _ = std::fs::create_dir_all(&dir);
+        println!("cargo:rerun-if-changed={}", dir.display());
+        dir.join("tcp-info-ebpf.o")
+    };
+    if object.is_file() {
+        println!("cargo:rerun-if-changed={}", object.display());
+        println!("cargo:rustc-cfg=tcp_info_ebpf");
+        println!("cargo:rustc-env=TCP_INFO_EBPF_OBJECT={}", object.display());
+    } else {
+        println!(
+            "cargo:warning=no eBPF object at {}: this daemon runs in sweep mode only (run `cargo xtask build-ebpf` first)",
+            object.display()
+        );
+    }
 }

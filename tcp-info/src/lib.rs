@@ -28,6 +28,8 @@ pub mod cli;
 #[cfg(target_os = "linux")]
 pub mod daemon;
 #[cfg(target_os = "linux")]
+pub mod ebpf;
+#[cfg(target_os = "linux")]
 pub mod events;
 #[cfg(target_os = "linux")]
 pub mod exclude;

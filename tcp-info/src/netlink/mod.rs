@@ -14,7 +14,7 @@ mod payloads;
 mod request;
 mod socket;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 use std::io;
 

@@ -1,0 +1,354 @@
+//! eBPF mode's kernel side (DESIGN §1): loading and attaching the programs of `tcp-info-ebpf`,
+//! draining the marks they send, and reading their counters. What to do with the marks is the
+//! eBPF source's job ([`crate::sources::ebpf`]).
+//!
+//! Requirements, checked by [`Programs::load`] (any failure is an [`EbpfError`] naming it, so that
+//! `--mode auto` can fall back to sweep mode with that reason): the object embedded at build time
+//! (`cargo xtask build-ebpf` before building the daemon), the kernel's BTF, Linux 5.12 (tp_btf
+//! programs calling `bpf_get_socket_cookie`; ring buffer 5.8, LRU hash 4.10), and CAP_BPF with
+//! CAP_PERFMON (or CAP_SYS_ADMIN).
+
+pub mod btf;
+mod object;
+
+use std::path::Path;
+use std::time::Duration;
+
+use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf};
+use aya::programs::{BtfTracePoint, ProgramError};
+use aya::{Ebpf, EbpfLoader};
+use tcp_info_common::{CONFIG_SYMBOL, Config, Counter, Mark, maps, programs};
+use thiserror::Error;
+
+pub use object::EMBEDDED;
+
+/// Why eBPF mode cannot run. Each message says what is missing.
+#[derive(Debug, Error)]
+pub enum EbpfError {
+    /// The daemon was built without the eBPF object.
+    #[error(
+        "this build has no eBPF object (run `cargo xtask build-ebpf`, then rebuild the daemon)"
+    )]
+    NotEmbedded,
+    /// The kernel's BTF is missing or unusable, or lacks a field the programs read.
+    #[error("kernel BTF: {0}")]
+    Btf(#[from] btf::BtfError),
+    /// aya could not read the kernel's BTF.
+    #[error("kernel BTF (aya): {0}")]
+    AyaBtf(#[from] aya::BtfError),
+    /// The object could not be loaded (maps created, relocations applied).
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// A program is missing from the object.
+    #[error("the eBPF object has no program {0}")]
+    NoProgram(&'static str),
+    /// A map is missing from the object.
+    #[error("the eBPF object has no map {0}")]
+    NoMap(&'static str),
+    /// A program failed to load (verifier, privileges) or attach (kernel without the hook).
+    #[error("program {name}: {source}")]
+    Program {
+        /// The program (named after its tracepoint).
+        name: &'static str,
+        /// aya's error, with the verifier log if it rejected the program.
+        #[source]
+        source: ProgramError,
+    },
+    /// A map operation failed.
+    #[error("map {name}: {source}")]
+    Map {
+        /// The map.
+        name: &'static str,
+        /// aya's error.
+        #[source]
+        source: MapError,
+    },
+    /// The watched namespace could not be identified.
+    #[error("network namespace {path}: {source}")]
+    Netns {
+        /// Its `/proc/.../ns/net` path.
+        path: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Totals of the kernel-side counters, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// Marks submitted to the ring buffer.
+    pub submitted: u64,
+    /// Marks lost because the ring buffer was full.
+    pub ring_full: u64,
+    /// Last-mark times the LRU map refused.
+    pub map_full: u64,
+    /// Socket fields that could not be read.
+    pub read_failed: u64,
+}
+
+/// The loaded and attached programs. Dropping it detaches them.
+pub struct Programs {
+    marks: RingBuf<MapData>,
+    counters: PerCpuArray<MapData, u64>,
+    // Owns the programs and their links: kept last so the maps above close first.
+    _ebpf: Ebpf,
+}
+
+impl std::fmt::Debug for Programs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Programs").finish_non_exhaustive()
+    }
+}
+
+impl Programs {
+    /// Loads the embedded object with the running kernel's field offsets and `interval` as the
+    /// per-socket mark interval, watches the network namespaces with these inode numbers, and
+    /// attaches every program.
+    pub fn load(interval: Duration, watch: &[u32]) -> Result<Self, EbpfError> {
+        let object = object::OBJECT.ok_or(EbpfError::NotEmbedded)?;
+        let offsets = btf::Btf::from_kernel()?.offsets()?;
+        let config = Config {
+            interval_ns: u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX),
+            offsets,
+        };
+        raise_memlock();
+        let kernel_btf = aya::Btf::from_sys_fs()?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&kernel_btf))
+            .override_global(CONFIG_SYMBOL, &config, true)
+            .load(object)?;
+        {
+            let map = ebpf
+                .map_mut(maps::WATCHED_NETNS)
+                .ok_or(EbpfError::NoMap(maps::WATCHED_NETNS))?;
+            let mut watched: BpfHashMap<_, u32, u8> =
+                BpfHashMap::try_from(map).map_err(|source| EbpfError::Map {
+                    name: maps::WATCHED_NETNS,
+                    source,
+                })?;
+            for &inode in watch {
+                watched
+                    .insert(inode, 1, 0)
+                    .map_err(|source| EbpfError::Map {
+                        name: maps::WATCHED_NETNS,
+                        source,
+                    })?;
+            }
+        }
+        for name in programs::ALL {
+            let program: &mut BtfTracePoint = ebpf
+                .program_mut(name)
+                .ok_or(EbpfError::NoProgram(name))?
+                .try_into()
+                .map_err(|source| EbpfError::Program { name, source })?;
+            program
+                .load(name, &kernel_btf)
+                .map_err(|source| EbpfError::Program { name, source })?;
+            program
+                .attach()
+                .map_err(|source| EbpfError::Program { name, source })?;
+        }
+        let take =
+            |ebpf: &mut Ebpf, name: &'static str| ebpf.take_map(name).ok_or(EbpfError::NoMap(name));
+        let marks =
+            RingBuf::try_from(take(&mut ebpf, maps::MARKS)?).map_err(|source| EbpfError::Map {
+                name: maps::MARKS,
+                source,
+            })?;
+        let counters =
+            PerCpuArray::try_from(take(&mut ebpf, maps::COUNTERS)?).map_err(|source| {
+                EbpfError::Map {
+                    name: maps::COUNTERS,
+                    source,
+                }
+            })?;
+        Ok(Self {
+            marks,
+            counters,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Moves every mark waiting in the ring buffer to `out`; returns how many. Memory reads
+    /// only: no system call. A record of the wrong size (never written by these programs) is
+    /// skipped and counted in the second value.
+    pub fn drain(&mut self, out: &mut Vec<Mark>) -> (usize, usize) {
+        let (mut read, mut malformed) = (0, 0);
+        while let Some(item) = self.marks.next() {
+            match mark_from_bytes(&item) {
+                Some(mark) => {
+                    out.push(mark);
+                    read += 1;
+                }
+                None => malformed += 1,
+            }
+        }
+        (read, malformed)
+    }
+
+    /// The kernel-side counters, summed over CPUs.
+    pub fn counters(&self) -> Result<KernelCounters, EbpfError> {
+        let total = |counter: Counter| -> Result<u64, EbpfError> {
+            let values =
+                self.counters
+                    .get(&(counter as u32), 0)
+                    .map_err(|source| EbpfError::Map {
+                        name: maps::COUNTERS,
+                        source,
+                    })?;
+            Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
+        };
+        Ok(KernelCounters {
+            submitted: total(Counter::Submitted)?,
+            ring_full: total(Counter::RingFull)?,
+            map_full: total(Counter::MapFull)?,
+            read_failed: total(Counter::ReadFailed)?,
+        })
+    }
+}
+
+/// Decodes one ring-buffer record.
+fn mark_from_bytes(bytes: &[u8]) -> Option<Mark> {
+    if bytes.len() != size_of::<Mark>() {
+        return None;
+    }
+    // SAFETY: `Mark` is plain `#[repr(C)]` data valid for any bit pattern, and the length was
+    // checked; `read_unaligned` makes no alignment assumption.
+    Some(unsafe { bytes.as_ptr().cast::<Mark>().read_unaligned() })
+}
+
+/// The inode number of a network namespace file (`/proc/<pid>/ns/net`, a bind mount under
+/// `/run/netns`): what the programs compare `net->ns.inum` with.
+pub fn netns_inode(path: &Path) -> Result<u32, EbpfError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let netns = |source| EbpfError::Netns {
+        path: path.display().to_string(),
+        source,
+    };
+    let inode = std::fs::metadata(path).map_err(netns)?.ino();
+    u32::try_from(inode).map_err(|_| {
+        netns(std::io::Error::other(format!(
+            "inode {inode} does not fit ns_common.inum (u32)"
+        )))
+    })
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it (best effort: later kernels
+/// do not need it, and the load error says so if an old one does).
+fn raise_memlock() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_MEMLOCK) {
+        let _ = setrlimit(Resource::RLIMIT_MEMLOCK, hard, hard);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_decode_only_at_their_size() {
+        let mark = Mark {
+            cookie: 0x1122_3344_5566_7788,
+            marked_ns: 42,
+            netns: 4_026_531_840,
+            bound_if: 3,
+            family: 10,
+            local_port: 443,
+            remote_port: 50_000,
+            state: 1,
+            hook: 0,
+            local_addr: [1; 16],
+            remote_addr: [2; 16],
+        };
+        // SAFETY: viewing plain data as bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(std::ptr::from_ref(&mark).cast::<u8>(), size_of::<Mark>())
+        };
+        assert_eq!(mark_from_bytes(bytes), Some(mark));
+        assert_eq!(mark_from_bytes(&bytes[1..]), None);
+        assert_eq!(mark_from_bytes(&[bytes, &[0]].concat()), None);
+    }
+
+    #[test]
+    fn netns_inode_of_this_process() {
+        let inode = netns_inode(Path::new("/proc/self/ns/net")).unwrap();
+        assert!(inode > 0);
+        assert!(netns_inode(Path::new("/nonexistent/ns/net")).is_err());
+    }
+}
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+    use crate::netlink::testutil::{self, TestNetns};
+    use tcp_info_common::Hook;
+
+    /// Whether this test can load programs: the object must be embedded and we must be root.
+    /// Skips with a reason outside CI; under `CI=true` it fails instead.
+    fn can_load() -> bool {
+        let reason = if !EMBEDDED {
+            "the eBPF object is not embedded (run `cargo xtask build-ebpf`)"
+        } else if
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() } == 0 {
+            return true;
+        } else {
+            "loading eBPF programs needs root"
+        };
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: {reason}"
+        );
+        eprintln!("skipping: {reason}");
+        false
+    }
+
+    /// The programs load and attach on this kernel, and a connection in a watched namespace is
+    /// marked (cookie, tuple, namespace) while one in another namespace is not.
+    #[test]
+    fn programs_load_and_mark_only_watched_namespaces() {
+        if !can_load() {
+            return;
+        }
+        let (Some(watched), Some(other)) = (TestNetns::create(), TestNetns::create()) else {
+            return;
+        };
+        let inode = netns_inode(watched.path()).unwrap();
+        let mut programs = Programs::load(Duration::from_millis(10), &[inode]).unwrap();
+        let mut out = Vec::new();
+        programs.drain(&mut out);
+        let seen = testutil::connections(&watched, "127.0.0.1:0", 2);
+        let unseen = testutil::connections(&other, "127.0.0.1:0", 2);
+        std::thread::sleep(Duration::from_millis(50));
+        out.clear();
+        let (read, malformed) = programs.drain(&mut out);
+        assert_eq!(malformed, 0);
+        assert_eq!(read, out.len());
+        for c in &seen.conns {
+            for (sock, cookie) in [(&c.client, c.client_cookie), (&c.server, c.server_cookie)] {
+                let m = out
+                    .iter()
+                    .find(|m| m.cookie == cookie && m.hook == Hook::SetState as u8)
+                    .unwrap_or_else(|| panic!("no state-change mark for {cookie:x}: {out:?}"));
+                assert_eq!(m.netns, inode);
+                assert_eq!(m.family, 2);
+                assert_eq!(m.local_port, sock.local_addr().unwrap().port());
+                assert_eq!(m.remote_port, sock.peer_addr().unwrap().port());
+                assert_eq!(&m.local_addr[..4], &[127, 0, 0, 1]);
+                assert_eq!(m.state, 1, "ESTABLISHED");
+            }
+        }
+        for c in &unseen.conns {
+            assert!(
+                !out.iter()
+                    .any(|m| m.cookie == c.client_cookie || m.cookie == c.server_cookie),
+                "a connection of an unwatched namespace was marked"
+            );
+        }
+        let counters = programs.counters().unwrap();
+        assert!(counters.submitted >= 4, "{counters:?}");
+        assert_eq!(counters.ring_full, 0);
+    }
+}
