@@ -19,3 +19,8 @@ fi
 # The toolchain named in rust-toolchain.toml, with rustfmt and clippy.
 rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+# The eBPF programs: `cargo xtask build-ebpf` installs what it needs when missing (the nightly's
+# rust-src, bpf-linker 0.10.0) and writes the object the daemon's build embeds. Without it the
+# daemon still builds and runs, in sweep mode only.
+cargo xtask build-ebpf

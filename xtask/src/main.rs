@@ -1,10 +1,12 @@
 //! Developer and CI tasks.
 //!
+//! - `cargo xtask build-ebpf`: the kernel programs' object, embedded by the daemon's build;
 //! - `cargo xtask bench`: the workload and collector benchmark (see `bench`);
 //! - `cargo xtask workload`: the workload alone, writing its ground truth;
 //! - `cargo xtask bench-format`: the archive-format benchmark.
 mod bench;
 mod bench_scale;
+mod build_ebpf;
 mod format_bench;
 mod interrupt;
 mod timefmt;
@@ -23,6 +25,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Build the eBPF programs (tcp-info-ebpf) into the object the daemon embeds, installing
+    /// the nightly's rust-src and bpf-linker if they are missing.
+    BuildEbpf(build_ebpf::BuildEbpfArgs),
     /// Measure collectors (CPU, memory, output, coverage, data-path cost) on the workload.
     Bench(Box<bench::BenchArgs>),
     /// Measure the pipeline and saver tracking N synthetic connections (memory, fds, sweep time).
@@ -64,6 +69,7 @@ fn workspace_root() -> PathBuf {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Cmd::BuildEbpf(args) => build_ebpf::run(&args).map(drop),
         Cmd::Bench(args) => {
             let interrupt = interrupt::Interrupt::install()?;
             bench::run(&args, &interrupt)
