@@ -116,7 +116,17 @@ pub struct Config {
     pub interval_ns: u64,
     /// Field offsets of the running kernel.
     pub offsets: Offsets,
+    /// [`SKIP_LOOPBACK`] or 0.
+    pub flags: u32,
+    /// Keeps the size a multiple of 8.
+    pub pad: u32,
 }
+
+/// [`Config::flags`]: never mark a socket whose local address is loopback (`127.0.0.0/8`, `::1`,
+/// `::ffff:127.0.0.0/104`). The daemon sets it when it excludes such connections anyway
+/// (`-exclude-local`, SPEC §8.2), so that local chatter (metrics scrapes, sidecars on
+/// localhost) costs no exact queries.
+pub const SKIP_LOOPBACK: u32 = 1;
 
 /// Name of the [`Config`] global in the object.
 pub const CONFIG_SYMBOL: &str = "CONFIG";
@@ -201,4 +211,4 @@ mod pod {
 // The layouts both sides rely on: no implicit padding anywhere.
 const _: () = assert!(size_of::<Mark>() == 64);
 const _: () = assert!(size_of::<Offsets>() == 48);
-const _: () = assert!(size_of::<Config>() == 56);
+const _: () = assert!(size_of::<Config>() == 64);

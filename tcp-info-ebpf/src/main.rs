@@ -25,7 +25,7 @@ use aya_ebpf::programs::BtfTracePointContext;
 use core::ffi::c_void;
 use tcp_info_common::{
     COUNTERS as COUNTER_SLOTS, Config, Counter, Hook, IGNORED, LAST_MARK_ENTRIES, MARKS_BYTES,
-    Mark, NO_STATE, Offsets, WATCHED_NETNS_ENTRIES,
+    Mark, NO_STATE, Offsets, SKIP_LOOPBACK, WATCHED_NETNS_ENTRIES,
 };
 
 /// Marks for the daemon.
@@ -62,6 +62,8 @@ static CONFIG: Config = Config {
         net_inum: 0,
         pad: 0,
     },
+    flags: 0,
+    pad: 0,
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -121,7 +123,8 @@ fn mark(sk: *const u8, hook: Hook, state: u8, always: bool) {
         return;
     };
     // SAFETY: as above.
-    if unsafe { WATCHED_NETNS.get(mark.netns) }.is_none() {
+    let watched = unsafe { WATCHED_NETNS.get(mark.netns) }.is_some();
+    if !watched || (cfg.flags & SKIP_LOOPBACK != 0 && is_loopback(&mark)) {
         if LAST_MARK.insert(cookie, IGNORED, 0).is_err() {
             count(Counter::MapFull);
         }
@@ -136,6 +139,21 @@ fn mark(sk: *const u8, hook: Hook, state: u8, always: bool) {
     if LAST_MARK.insert(cookie, now, 0).is_err() {
         count(Counter::MapFull);
     }
+}
+
+/// Whether the socket's local address is loopback: 127.0.0.0/8, `::1` or `::ffff:127.0.0.0/104`.
+fn is_loopback(mark: &Mark) -> bool {
+    let a = &mark.local_addr;
+    if mark.family == AF_INET {
+        return a[0] == 127;
+    }
+    let (head, tail) = a.split_at(10);
+    if head.iter().all(|&b| b == 0) {
+        // `::1`, or v4-mapped.
+        return (tail[..5].iter().all(|&b| b == 0) && tail[5] == 1)
+            || (tail[0] == 0xff && tail[1] == 0xff && tail[2] == 127);
+    }
+    false
 }
 
 /// Reads what the daemon needs to query `sk`.

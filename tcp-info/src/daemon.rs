@@ -9,15 +9,16 @@
 
 use crate::anonymize::{self, Anonymizer, Method};
 use crate::cli::{Config, Mode};
+use crate::ebpf::{self, EbpfError, Programs};
 use crate::events::{EventServer, EventServerConfig, FlowEvent, FlowId};
 use crate::exclude::Exclusions;
 use crate::inetdiag::InetDiagMsg;
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, LabelValue as _, Metrics};
 use crate::netlink::{DestroyListener, DiagSocket};
 use crate::pipeline::{ArchiveSink, EventSink, Observer, ObserverConfig};
 use crate::record::Timestamp;
 use crate::saver::{ErrorClass, Saver, SaverConfig, SaverStats, repair_tree};
-use crate::sources::{self, Input, sweep::SweepConfig};
+use crate::sources::{self, Input, ebpf::EbpfConfig, sweep::SweepConfig};
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::sync::Arc;
@@ -73,12 +74,14 @@ pub fn run(config: &Config) -> Result<()> {
         None => None,
     };
 
-    let mode = config.effective_mode();
-    if mode == Mode::Ebpf {
-        anyhow::bail!("mode ebpf is not available in this build");
-    }
-    metrics.set_mode(metrics::Mode::Sweep);
-    tracing::info!(requested = ?config.mode, "running in sweep mode");
+    let programs = load_programs(config)?;
+    let mode = if programs.is_some() {
+        metrics::Mode::Ebpf
+    } else {
+        metrics::Mode::Sweep
+    };
+    metrics.set_mode(mode);
+    tracing::info!(mode = mode.as_str(), requested = %config.mode, "collection mode");
 
     let diag = DiagSocket::open(config.rcvbuf).context("opening the sock_diag socket")?;
     // Without CAP_NET_ADMIN the destroy groups may be closed to us: run without the close
@@ -117,6 +120,7 @@ pub fn run(config: &Config) -> Result<()> {
                 &config.exclude_dstip,
             ),
             prefix: config.uuid_prefix.clone(),
+            safety_net: programs.is_some(),
             close_grace: if destroy.is_some() {
                 CLOSE_GRACE
             } else {
@@ -134,23 +138,32 @@ pub fn run(config: &Config) -> Result<()> {
     let (tx, rx) = mpsc::channel::<Input>();
     let (done_tx, done_rx) = mpsc::channel::<&'static str>();
 
-    let sweep_config = SweepConfig {
-        interval: config.poll_interval,
-        reps: config.reps,
-        max_queued: SWEEP_QUEUE,
-    };
     let mut sources = Vec::new();
     {
         let (tx, stop, metrics) = (tx.clone(), Arc::clone(&stop), Arc::clone(&metrics));
         let queued = Arc::clone(&queued);
-        sources.push(
-            thread::Builder::new()
-                .name("sweep".into())
-                .spawn(move || {
-                    sources::sweep::run(diag, sweep_config, &tx, &queued, &stop, &metrics);
-                })
-                .context("starting the sweep thread")?,
-        );
+        let thread = if let Some((programs, netns)) = programs {
+            let ebpf_config = EbpfConfig {
+                interval: config.poll_interval,
+                safety_interval: config.safety_sweep_interval,
+                reps: config.reps,
+                max_queued: SWEEP_QUEUE,
+                netns,
+            };
+            thread::Builder::new().name("ebpf".into()).spawn(move || {
+                sources::ebpf::run(programs, diag, ebpf_config, &tx, &queued, &stop, &metrics);
+            })
+        } else {
+            let sweep_config = SweepConfig {
+                interval: config.poll_interval,
+                reps: config.reps,
+                max_queued: SWEEP_QUEUE,
+            };
+            thread::Builder::new().name("sweep".into()).spawn(move || {
+                sources::sweep::run(diag, sweep_config, &tx, &queued, &stop, &metrics);
+            })
+        };
+        sources.push(thread.context("starting the collection thread")?);
     }
     if let Some(listener) = destroy {
         let (tx, stop, metrics) = (tx.clone(), Arc::clone(&stop), Arc::clone(&metrics));
@@ -210,6 +223,35 @@ pub fn run(config: &Config) -> Result<()> {
     server.shutdown();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The network namespace the daemon watches: its own.
+const SELF_NETNS: &str = "/proc/self/ns/net";
+
+/// Loads the eBPF programs if the mode asks for them, watching the daemon's own namespace;
+/// returns them with that namespace's inode. `--mode ebpf` fails with the reason they cannot
+/// run; `--mode auto` falls back to sweep mode after one log line naming it.
+fn load_programs(config: &Config) -> Result<Option<(Programs, u32)>> {
+    let load = || -> Result<(Programs, u32), EbpfError> {
+        let netns = ebpf::netns_inode(Path::new(SELF_NETNS))?;
+        Ok((
+            Programs::load(config.poll_interval, &[netns], config.exclude_local)?,
+            netns,
+        ))
+    };
+    match config.mode {
+        Mode::Sweep => Ok(None),
+        Mode::Ebpf => load()
+            .map(Some)
+            .context("eBPF mode (--mode ebpf) cannot run"),
+        Mode::Auto => match load() {
+            Ok(loaded) => Ok(Some(loaded)),
+            Err(e) => {
+                tracing::warn!(reason = %e, "eBPF mode unavailable; running sweep mode");
+                Ok(None)
+            }
+        },
+    }
 }
 
 /// Tells the main thread that the pipeline thread ended, however it ended: dropped when the
@@ -288,6 +330,10 @@ fn run_pipeline(
                 observer.sweep(&families, Instant::now());
                 queued.fetch_sub(1, Ordering::AcqRel);
             }
+            Ok(Input::Refreshed {
+                payloads,
+                timestamp,
+            }) => observer.refreshed(&payloads, timestamp, Instant::now()),
             Ok(Input::Destroyed {
                 payloads,
                 timestamp,

@@ -73,6 +73,7 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
         exclusions: Exclusions::new(true, &[], &[]),
         prefix,
         close_grace: Duration::from_millis(500),
+        safety_net: false,
     };
     let mut observer = Observer::new(observer_config, SaverSink(saver), NoEvents, metrics);
 

@@ -51,6 +51,7 @@ pub(super) const ROTATION_AGE: &str = "rotation-age";
 pub(super) const FLUSH_INTERVAL: &str = "flush-interval";
 pub(super) const EXCLUDE_LOCAL: &str = "exclude-local";
 pub(super) const RCVBUF: &str = "rcvbuf";
+pub(super) const SAFETY_SWEEP_INTERVAL: &str = "safety-sweep-interval";
 
 /// Every flag: upstream's (SPEC §2.1) first, then this implementation's additions.
 pub(super) const FLAGS: &[Spec] = &[
@@ -130,16 +131,27 @@ pub(super) const FLAGS: &[Spec] = &[
         name: MODE,
         kind: Kind::Value,
         value: "auto|ebpf|sweep",
-        default: "sweep",
-        help: "Collection mode. sweep dumps every socket each poll interval. ebpf is not \
-               available in this build yet, and auto runs sweep.",
+        default: "auto",
+        help: "Collection mode. sweep dumps every socket each poll interval, as upstream. ebpf \
+               lets kernel tracepoints mark the sockets that changed and queries only those \
+               each poll interval, with rare full sweeps as a safety net; it fails at start-up \
+               if the programs cannot run. auto tries ebpf and falls back to sweep, logging why.",
     },
     Spec {
         name: POLL_INTERVAL,
         kind: Kind::Value,
         value: "DURATION",
         default: "10ms",
-        help: "Time between full socket dumps (Go duration syntax: 10ms, 1s, 1m30s).",
+        help: "Time between full socket dumps in sweep mode, between queries of the marked \
+               sockets in eBPF mode (Go duration syntax: 10ms, 1s, 1m30s).",
+    },
+    Spec {
+        name: SAFETY_SWEEP_INTERVAL,
+        kind: Kind::Value,
+        value: "DURATION",
+        default: "5s",
+        help: "eBPF mode: time between full socket dumps behind the marks (the safety net that \
+               bounds how stale a socket can get if a mark was lost).",
     },
     Spec {
         name: ROTATION_AGE,
@@ -287,6 +299,15 @@ pub fn usage() -> String {
          (-exclude-local=false). Every flag can also be set with the environment variable\n\
          shown; a flag on the command line wins over its variable. List variables are\n\
          comma-separated.\n\nFlags:\n",
+    );
+    let _ = writeln!(
+        out,
+        "  (eBPF mode: {})",
+        if crate::ebpf::EMBEDDED {
+            "this build embeds the programs"
+        } else {
+            "not in this build, which has no eBPF object; auto runs sweep mode"
+        }
     );
     for spec in FLAGS {
         let _ = write!(out, "  -{}", spec.name);

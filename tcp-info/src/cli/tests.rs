@@ -61,15 +61,15 @@ fn defaults_reproduce_upstream() {
         uuid_prefix_file: None,
         uuid_prefix: Prefix::unsafe_default(Some(POD), Some(boot)),
         debug: false,
-        mode: Mode::Sweep,
+        mode: Mode::Auto,
         poll_interval: Duration::from_millis(10),
+        safety_sweep_interval: Duration::from_secs(5),
         rotation_age: Duration::from_secs(600),
         flush_interval: Duration::from_secs(1),
         exclude_local: true,
         rcvbuf: 8 * 1024 * 1024,
     };
     assert_eq!(*c, want);
-    assert_eq!(c.effective_mode(), Mode::Sweep);
     assert_eq!(c.uuid_prefix.as_str(), format!("{POD}_{boot}_unsafe"));
     // The only message: the unsafe default prefix.
     assert_eq!(parsed.messages.len(), 1, "{:?}", parsed.messages);
@@ -119,9 +119,12 @@ const SAMPLES: &[(&str, &str, Effect)] = &[
         c.anonymize_ip = Method::Netblock;
     }),
     ("logx.debug", "true", |c| c.debug = true),
-    ("mode", "auto", |c| c.mode = Mode::Auto),
+    ("mode", "sweep", |c| c.mode = Mode::Sweep),
     ("poll-interval", "1m30s", |c| {
         c.poll_interval = Duration::from_secs(90);
+    }),
+    ("safety-sweep-interval", "1h", |c| {
+        c.safety_sweep_interval = Duration::from_secs(3600);
     }),
     ("rotation-age", "1h", |c| {
         c.rotation_age = Duration::from_secs(3600);
@@ -520,8 +523,9 @@ fn invalid_values_are_fatal_and_named() {
         ("anonymize.ip", ""),
         ("logx.debug", "2"),
         ("mode", "fast"),
-        ("mode", "ebpf"),
+        ("mode", "Sweep"),
         ("poll-interval", "0"),
+        ("safety-sweep-interval", "0s"),
         ("poll-interval", "-1s"),
         ("poll-interval", "10"),
         ("rotation-age", "0s"),
@@ -567,26 +571,42 @@ fn d10_misspelt_anonymization_is_an_error() {
 }
 
 #[test]
-fn mode_ebpf_is_refused_and_auto_means_sweep() {
-    let err = run(&["--mode", "ebpf"], &[]).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("mode ebpf is not available in this build"),
-        "{err}"
-    );
-    let parsed = run(&["--mode=auto"], &[]).unwrap();
-    assert_eq!(parsed.config.mode, Mode::Auto);
-    assert_eq!(parsed.config.effective_mode(), Mode::Sweep);
-    let info = parsed
-        .messages
-        .iter()
-        .find(|m| m.level == Level::Info)
-        .unwrap();
-    assert!(info.text.contains("sweep"), "{}", info.text);
-    assert_eq!(
-        run(&["--mode=sweep"], &[]).unwrap().config.effective_mode(),
-        Mode::Sweep
-    );
+fn mode_defaults_to_auto_and_takes_each_value() {
+    assert_eq!(run(&[], &[]).unwrap().config.mode, Mode::Auto);
+    for (text, mode) in [
+        ("auto", Mode::Auto),
+        ("ebpf", Mode::Ebpf),
+        ("sweep", Mode::Sweep),
+    ] {
+        let parsed = run(&["--mode", text], &[]).unwrap();
+        assert_eq!(parsed.config.mode, mode, "{text}");
+        // Whether eBPF can run is decided at start-up, not while parsing.
+        assert!(
+            parsed.messages.iter().all(|m| !m.text.contains("mode")),
+            "{:?}",
+            parsed.messages
+        );
+        let env = run(&[], &[("MODE", text)]).unwrap();
+        assert_eq!(env.config.mode, mode, "MODE={text}");
+    }
+    let err = run(&["--mode", "bpf"], &[]).unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    assert!(err.to_string().contains("\"bpf\""), "{err}");
+}
+
+#[test]
+fn safety_sweep_interval_is_a_positive_go_duration() {
+    let c = run(&["-safety-sweep-interval=1h"], &[]).unwrap().config;
+    assert_eq!(c.safety_sweep_interval, Duration::from_secs(3600));
+    let c = run(&[], &[("SAFETY_SWEEP_INTERVAL", "250ms")])
+        .unwrap()
+        .config;
+    assert_eq!(c.safety_sweep_interval, Duration::from_millis(250));
+    for bad in ["0s", "-1s", "5"] {
+        let err = run(&["--safety-sweep-interval", bad], &[]).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{bad}");
+        assert!(err.to_string().contains("safety-sweep-interval"), "{err}");
+    }
 }
 
 #[test]
@@ -721,6 +741,7 @@ fn argument_lines_show_every_effective_value() {
         "Argument logx.debug=false".to_owned(),
         "Argument mode=auto".to_owned(),
         "Argument poll-interval=10ms".to_owned(),
+        "Argument safety-sweep-interval=5s".to_owned(),
         "Argument rotation-age=1m30s".to_owned(),
         "Argument flush-interval=1s".to_owned(),
         "Argument exclude-local=false".to_owned(),

@@ -17,7 +17,7 @@ use std::time::Duration;
 use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, ProgramError};
 use aya::{Ebpf, EbpfLoader};
-use tcp_info_common::{CONFIG_SYMBOL, Config, Counter, Mark, maps, programs};
+use tcp_info_common::{CONFIG_SYMBOL, Config, Counter, Mark, SKIP_LOOPBACK, maps, programs};
 use thiserror::Error;
 
 pub use object::EMBEDDED;
@@ -104,13 +104,16 @@ impl std::fmt::Debug for Programs {
 impl Programs {
     /// Loads the embedded object with the running kernel's field offsets and `interval` as the
     /// per-socket mark interval, watches the network namespaces with these inode numbers, and
-    /// attaches every program.
-    pub fn load(interval: Duration, watch: &[u32]) -> Result<Self, EbpfError> {
+    /// attaches every program. With `skip_loopback`, sockets with a loopback local address are
+    /// never marked (see [`tcp_info_common::SKIP_LOOPBACK`]).
+    pub fn load(interval: Duration, watch: &[u32], skip_loopback: bool) -> Result<Self, EbpfError> {
         let object = object::OBJECT.ok_or(EbpfError::NotEmbedded)?;
         let offsets = btf::Btf::from_kernel()?.offsets()?;
         let config = Config {
             interval_ns: u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX),
             offsets,
+            flags: if skip_loopback { SKIP_LOOPBACK } else { 0 },
+            pad: 0,
         };
         raise_memlock();
         let kernel_btf = aya::Btf::from_sys_fs()?;
@@ -316,7 +319,7 @@ mod load_tests {
             return;
         };
         let inode = netns_inode(watched.path()).unwrap();
-        let mut programs = Programs::load(Duration::from_millis(10), &[inode]).unwrap();
+        let mut programs = Programs::load(Duration::from_millis(10), &[inode], false).unwrap();
         let mut out = Vec::new();
         programs.drain(&mut out);
         let seen = testutil::connections(&watched, "127.0.0.1:0", 2);
@@ -350,5 +353,27 @@ mod load_tests {
         let counters = programs.counters().unwrap();
         assert!(counters.submitted >= 4, "{counters:?}");
         assert_eq!(counters.ring_full, 0);
+    }
+
+    /// With `skip_loopback` (the daemon's `-exclude-local`), loopback connections are never
+    /// marked: they would be excluded anyway.
+    #[test]
+    fn loopback_sockets_are_not_marked_when_excluded() {
+        if !can_load() {
+            return;
+        }
+        let Some(ns) = TestNetns::create() else {
+            return;
+        };
+        let inode = netns_inode(ns.path()).unwrap();
+        let mut programs = Programs::load(Duration::from_millis(10), &[inode], true).unwrap();
+        let v4 = testutil::connections(&ns, "127.0.0.1:0", 2);
+        let v6 = testutil::connections(&ns, "[::1]:0", 2);
+        std::thread::sleep(Duration::from_millis(50));
+        let mut out = Vec::new();
+        programs.drain(&mut out);
+        assert!(out.is_empty(), "loopback sockets marked: {out:?}");
+        assert!(programs.counters().unwrap().submitted == 0);
+        drop((v4, v6));
     }
 }

@@ -172,6 +172,38 @@ label_enum! {
 }
 
 label_enum! {
+    /// `reason` label of `tcpinfo_ebpf_kernel_drops_total`: why the kernel side made no mark.
+    pub enum KernelDrop {
+        /// The ring buffer was full (the daemon drains it too slowly for the marks coming in).
+        RingFull => "ringbuf_full",
+        /// The per-socket last-mark map refused an update.
+        MapFull => "map_full",
+        /// A socket field could not be read.
+        ReadFailed => "read_failed",
+    }
+}
+
+label_enum! {
+    /// `kind` label of `tcpinfo_sweeps_total`.
+    pub enum SweepKind {
+        /// A sweep mode poll (every poll interval).
+        Poll => "poll",
+        /// eBPF mode's safety net (rare full sweeps behind the marks).
+        SafetyNet => "safety_net",
+    }
+}
+
+label_enum! {
+    /// `change` label of `tcpinfo_ebpf_unmarked_changes_total`.
+    pub enum Unmarked {
+        /// A connection no mark had announced.
+        New => "new",
+        /// A change of a known connection no mark had announced.
+        Changed => "changed",
+    }
+}
+
+label_enum! {
     /// `mode` label of the `tcpinfo_mode` gauge (DESIGN §2).
     pub enum Mode {
         /// Full dumps every poll interval.
@@ -236,7 +268,8 @@ impl<E: LabelValue, M> ByLabel<E, M> {
 mod tests {
     use super::{
         AddressFamily, DumpFailure, ErrorType, ExactQueryOutcome, ExclusionReason, FlowEvent,
-        LabelValue, LargeNetlinkType, Mode, SaverError, Source, netlink_skipped_type,
+        KernelDrop, LabelValue, LargeNetlinkType, Mode, SaverError, Source, SweepKind, Unmarked,
+        netlink_skipped_type,
     };
 
     fn indexes_follow_all<E: LabelValue>() {
@@ -256,6 +289,9 @@ mod tests {
         indexes_follow_all::<DumpFailure>();
         indexes_follow_all::<ExactQueryOutcome>();
         indexes_follow_all::<Mode>();
+        indexes_follow_all::<KernelDrop>();
+        indexes_follow_all::<SweepKind>();
+        indexes_follow_all::<Unmarked>();
         indexes_follow_all::<ExclusionReason>();
     }
 

@@ -28,7 +28,7 @@ use thiserror::Error;
 
 pub use labels::{
     AddressFamily, ByLabel, DumpFailure, ErrorType, ExactQueryOutcome, ExclusionReason, FlowEvent,
-    LabelValue, LargeNetlinkType, Mode, SaverError, Source,
+    KernelDrop, LabelValue, LargeNetlinkType, Mode, SaverError, Source, SweepKind, Unmarked,
 };
 pub use server::{MetricsServer, serve};
 
@@ -157,6 +157,19 @@ pub struct Metrics {
     /// `tcpinfo_saver_evictions_total`: segments closed early to stay within the descriptor
     /// budget (each costs its connection one more file if it writes again).
     pub evictions: IntCounter,
+    /// `tcpinfo_sweeps_total{kind}`: full sweeps, polls and eBPF mode's safety net apart.
+    pub sweeps: ByLabel<SweepKind, IntCounter>,
+    /// `tcpinfo_ebpf_marks_total`: marks drained from the kernel.
+    pub marks: IntCounter,
+    /// `tcpinfo_ebpf_kernel_drops_total{reason}`: marks the kernel side could not make.
+    pub kernel_drops: ByLabel<KernelDrop, IntCounter>,
+    /// `tcpinfo_exact_batch_size`: requests per `sendmsg` of exact queries.
+    pub exact_batch_size: Histogram,
+    /// `tcpinfo_ebpf_mark_to_record_seconds`: from a mark to the reply of its exact query.
+    pub mark_latency: Histogram,
+    /// `tcpinfo_ebpf_unmarked_changes_total{change}`: what a safety-net sweep found that no mark
+    /// had reported (the check that marks are complete).
+    pub unmarked_changes: ByLabel<Unmarked, IntCounter>,
     mode: IntGaugeVec,
 }
 
@@ -325,6 +338,41 @@ impl Metrics {
                 &r,
                 "tcpinfo_saver_evictions_total",
                 "Number of archive segments closed early to stay within the descriptor budget.",
+            )?,
+            sweeps: counter_by(
+                &r,
+                "tcpinfo_sweeps_total",
+                "Number of full sock_diag sweeps by kind.",
+                "kind",
+            )?,
+            marks: counter(
+                &r,
+                "tcpinfo_ebpf_marks_total",
+                "Number of socket marks received from the eBPF programs.",
+            )?,
+            kernel_drops: counter_by(
+                &r,
+                "tcpinfo_ebpf_kernel_drops_total",
+                "Number of socket marks the eBPF programs could not make, by reason.",
+                "reason",
+            )?,
+            exact_batch_size: histogram(
+                &r,
+                "tcpinfo_exact_batch_size",
+                "Exact inet_diag requests per sendmsg.",
+                &buckets::B3_COUNTS,
+            )?,
+            mark_latency: histogram(
+                &r,
+                "tcpinfo_ebpf_mark_to_record_seconds",
+                "Time from an eBPF mark to the reply of its exact query (seconds).",
+                &buckets::B1_SYSCALL_SECONDS,
+            )?,
+            unmarked_changes: counter_by(
+                &r,
+                "tcpinfo_ebpf_unmarked_changes_total",
+                "Number of records a safety-net sweep wrote that no eBPF mark had reported.",
+                "change",
             )?,
             mode: gauge_vec(
                 &r,

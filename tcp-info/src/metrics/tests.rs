@@ -474,6 +474,32 @@ fn new_metrics_are_exported_under_new_names() {
         ("tcpinfo_saver_rotations_total", "counter", None, &[]),
         ("tcpinfo_saver_evictions_total", "counter", None, &[]),
         ("tcpinfo_late_destroys_total", "counter", None, &[]),
+        (
+            "tcpinfo_sweeps_total",
+            "counter",
+            Some("kind"),
+            &["poll", "safety_net"],
+        ),
+        ("tcpinfo_ebpf_marks_total", "counter", None, &[]),
+        (
+            "tcpinfo_ebpf_kernel_drops_total",
+            "counter",
+            Some("reason"),
+            &["ringbuf_full", "map_full", "read_failed"],
+        ),
+        ("tcpinfo_exact_batch_size", "histogram", None, &[]),
+        (
+            "tcpinfo_ebpf_mark_to_record_seconds",
+            "histogram",
+            None,
+            &[],
+        ),
+        (
+            "tcpinfo_ebpf_unmarked_changes_total",
+            "counter",
+            Some("change"),
+            &["new", "changed"],
+        ),
         ("tcpinfo_saver_open_files", "gauge", None, &[]),
         (
             "tcpinfo_saver_errors_total",

@@ -5,7 +5,7 @@ use crate::diff::{self, Change};
 use crate::exclude::{Excluded, Exclusions};
 use crate::inetdiag::{AF_INET, AF_INET6, InetDiagMsg, attr};
 use crate::metrics::rates::{CycleBytes, RateAccounting};
-use crate::metrics::{ExactQueryOutcome, ExclusionReason, FlowEvent, Metrics, Source};
+use crate::metrics::{ExactQueryOutcome, ExclusionReason, FlowEvent, Metrics, Source, Unmarked};
 use crate::netlink::{Checked, ExactReply, ExactTarget, Family, Payloads};
 use crate::record::{ArchivalRecord, Attributes, ParsedPayload, Timestamp};
 use crate::tcpinfo;
@@ -63,6 +63,9 @@ pub struct ObserverConfig {
     /// socket in CLOSE: it is unhashed). Zero when no close source runs: a missing connection
     /// closes at once, as upstream.
     pub close_grace: Duration,
+    /// eBPF mode: marks report changes and sweeps are the safety net, so every record a sweep
+    /// writes is one no mark reported (`tcpinfo_ebpf_unmarked_changes_total`).
+    pub safety_net: bool,
 }
 
 /// What the cache keeps per connection: the previous poll's record (SPEC §6.1) and the last
@@ -212,6 +215,18 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
         }
     }
 
+    /// Handles the current records of sockets the eBPF programs marked (exact-query replies
+    /// already checked against their targets): archived if changed, like a sweep's, but no
+    /// connection is closed for being absent.
+    pub fn refreshed(&mut self, payloads: &Payloads, timestamp: Timestamp, now: Instant) {
+        for payload in payloads {
+            self.observe(payload, timestamp, Source::Ebpf, now);
+        }
+        self.metrics
+            .connections_tracked
+            .set(self.cache.len() as i64);
+    }
+
     /// Handles destroy notifications: each payload is its socket's last state. It is archived
     /// if it differs from the previous record (so even a connection shorter than the poll
     /// interval gets a file with exact final counters), then the connection ends at once.
@@ -334,6 +349,15 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
             }
             self.metrics.snapshots.inc();
             self.metrics.records.get(source).inc();
+            // The first sweep records what existed before the daemon: no mark could have.
+            if source == Source::Sweep && self.config.safety_net && self.cycle > 1 {
+                let kind = if change == Change::PreviousWasNil {
+                    Unmarked::New
+                } else {
+                    Unmarked::Changed
+                };
+                self.metrics.unmarked_changes.get(kind).inc();
+            }
             if let Err(e) = self.archive.write(cookie, &record, now) {
                 tracing::warn!(cookie, error = %e, "archiving a record failed");
             }

@@ -84,6 +84,7 @@ fn observer(grace: Duration) -> (Observer<Archive, Events>, Log, Arc<Metrics>) {
         exclusions: Exclusions::new(true, &[22], &[]),
         prefix: Prefix::from_bytes(b"host_1".to_vec()).unwrap(),
         close_grace: grace,
+        safety_net: false,
     };
     let o = Observer::new(
         config,

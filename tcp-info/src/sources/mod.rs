@@ -1,7 +1,10 @@
 //! The sources that feed the pipeline (DESIGN §1). Each runs on its own thread and sends
-//! [`Input`]s over one bounded channel; the pipeline thread consumes them in order.
+//! [`Input`]s over one channel; the pipeline thread consumes them in order. Sweep mode runs the
+//! sweep source; eBPF mode runs the eBPF source, which also makes the safety-net sweeps; the
+//! close source runs in both.
 
 pub mod close;
+pub mod ebpf;
 pub mod sweep;
 
 use crate::netlink::{Family, Payloads};
@@ -30,6 +33,14 @@ pub enum Input {
         /// When they were received.
         timestamp: Timestamp,
     },
-    /// The sweep source ran its `-reps` cycles: shut down cleanly.
+    /// Exact-query replies for sockets the eBPF programs marked (each checked against its
+    /// target: the socket's current record).
+    Refreshed {
+        /// The payloads (`inet_diag_msg` + attributes).
+        payloads: Payloads,
+        /// When the replies were received.
+        timestamp: Timestamp,
+    },
+    /// The polling source ran its `-reps` cycles: shut down cleanly.
     Finished,
 }

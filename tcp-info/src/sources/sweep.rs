@@ -3,7 +3,7 @@
 //! dump (D12).
 
 use super::{FamilyDump, Input};
-use crate::metrics::{AddressFamily, DumpFailure, ErrorType, Metrics};
+use crate::metrics::{AddressFamily, DumpFailure, ErrorType, Metrics, SweepKind};
 use crate::netlink::{DiagSocket, DumpError, Family, Payloads};
 use crate::record::Timestamp;
 use std::sync::Arc;
@@ -37,20 +37,14 @@ pub fn run(
 ) {
     let mut next = Instant::now();
     let mut cycles = 0u64;
-    // Sizes of the last successful dump of each family (AF_INET6, AF_INET), to allocate the next
-    // one's buffers once instead of growing them.
-    let mut sizes = [(0, 0); 2];
+    let mut sizes = DumpSizes::default();
     while !stop.load(Ordering::Relaxed) {
         if queued.load(Ordering::Acquire) >= config.max_queued {
             // The pipeline is behind: wait, as upstream's polling blocks on a full queue.
             std::thread::sleep(Duration::from_millis(1));
             continue;
         }
-        let dumps = [Family::Inet6, Family::Inet]
-            .into_iter()
-            .zip(&mut sizes)
-            .map(|(family, size)| dump_family(&mut socket, family, size, metrics))
-            .collect();
+        let dumps = sweep_once(&mut socket, &mut sizes, SweepKind::Poll, metrics);
         queued.fetch_add(1, Ordering::AcqRel);
         if tx.send(Input::Sweep(dumps)).is_err() {
             return;
@@ -70,6 +64,26 @@ pub fn run(
             std::thread::sleep(next - now);
         }
     }
+}
+
+/// Sizes of the last successful dump of each family (AF_INET6, AF_INET), to allocate the next
+/// one's buffers once instead of growing them.
+#[derive(Debug, Default)]
+pub(super) struct DumpSizes([(usize, usize); 2]);
+
+/// One full sweep, AF_INET6 then AF_INET (SPEC §3.4), each family timed and counted.
+pub(super) fn sweep_once(
+    socket: &mut DiagSocket,
+    sizes: &mut DumpSizes,
+    kind: SweepKind,
+    metrics: &Metrics,
+) -> Vec<FamilyDump> {
+    metrics.sweeps.get(kind).inc();
+    [Family::Inet6, Family::Inet]
+        .into_iter()
+        .zip(&mut sizes.0)
+        .map(|(family, size)| dump_family(socket, family, size, metrics))
+        .collect()
 }
 
 /// One family's dump, timed and counted. `size` holds the payload count and bytes of the previous

@@ -1,0 +1,320 @@
+//! The eBPF source (DESIGN §1): every poll interval it drains the marks the kernel programs made
+//! (sockets whose statistics changed, at most one mark per socket per interval), asks the
+//! kernel for exactly those sockets with batched exact inet_diag queries (SPEC §13), and hands
+//! the checked replies to the pipeline. Its cost follows activity, not the number of sockets.
+//!
+//! - **Follow-up.** The kernel rate-limits marks, so a burst of segments right after a mark is
+//!   not marked again. Every socket found through a mark is therefore queried once more in the
+//!   next round: that query, at least an interval after the mark, sees the end of the burst.
+//!   A steadily busy socket is marked every interval anyway; an idle one costs nothing.
+//! - **Safety net.** Full sweeps still run, rarely (`safety_interval`), and first at start-up so
+//!   that connections that exist before the daemon (and never change) are recorded. They catch
+//!   what marks cannot: connections that stay in SYN_SENT, and changes a lost mark (ring buffer
+//!   full, counted) did not report. The pipeline counts what they find.
+//! - New connections are found by their state-change marks, closed ones by the close source.
+
+use super::Input;
+use super::sweep::{DumpSizes, sweep_once};
+use crate::ebpf::{KernelCounters, Programs};
+use crate::inetdiag;
+use crate::metrics::{ExactQueryOutcome, KernelDrop, Metrics, SweepKind};
+use crate::netlink::{Checked, DiagSocket, ExactReply, ExactTarget, Family, Payloads};
+use crate::record::Timestamp;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+use tcp_info_common::Mark;
+
+/// How often the kernel-side counters are read.
+const COUNTERS_EVERY: Duration = Duration::from_secs(1);
+
+/// Settings of the eBPF source.
+#[derive(Debug, Clone, Copy)]
+pub struct EbpfConfig {
+    /// How often marks are drained and queried (the programs mark a socket at most this often).
+    pub interval: Duration,
+    /// Time between safety-net sweeps.
+    pub safety_interval: Duration,
+    /// Rounds to run; 0 = until stopped.
+    pub reps: u64,
+    /// Sweeps that may wait for the pipeline (see the sweep source).
+    pub max_queued: usize,
+    /// The inode of the watched network namespace: marks from others are ignored.
+    pub netns: u32,
+}
+
+/// A socket to query this round.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    target: ExactTarget,
+    /// When it was marked (`CLOCK_MONOTONIC` ns), `None` for a follow-up.
+    marked_ns: Option<u64>,
+}
+
+/// The state kept between rounds, with buffers reused from one round to the next.
+#[derive(Debug, Default)]
+struct Refresher {
+    marks: Vec<Mark>,
+    pending: HashMap<u64, Pending>,
+    order: Vec<(u64, Pending)>,
+    targets: Vec<ExactTarget>,
+    replies: Vec<ExactReply>,
+    /// Sockets found through a mark in the last round, queried once more in this one.
+    follow_ups: Vec<(u64, ExactTarget)>,
+    counters: KernelCounters,
+}
+
+/// Runs until `stop` is set, the pipeline hangs up, or `reps` rounds ran (then it sends
+/// [`Input::Finished`]).
+pub fn run(
+    mut programs: Programs,
+    mut socket: DiagSocket,
+    config: EbpfConfig,
+    tx: &Sender<Input>,
+    queued: &AtomicUsize,
+    stop: &AtomicBool,
+    metrics: &Arc<Metrics>,
+) {
+    let mut state = Refresher::default();
+    let mut sizes = DumpSizes::default();
+    let start = Instant::now();
+    let (mut next, mut next_safety, mut next_counters) = (start, start, start);
+    let mut rounds = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(payloads) = state.round(&mut programs, &mut socket, config.netns, metrics) {
+            let timestamp = Timestamp::now();
+            if tx
+                .send(Input::Refreshed {
+                    payloads,
+                    timestamp,
+                })
+                .is_err()
+            {
+                return;
+            }
+        }
+        let now = Instant::now();
+        if now >= next_safety && queued.load(Ordering::Acquire) < config.max_queued {
+            let dumps = sweep_once(&mut socket, &mut sizes, SweepKind::SafetyNet, metrics);
+            queued.fetch_add(1, Ordering::AcqRel);
+            if tx.send(Input::Sweep(dumps)).is_err() {
+                return;
+            }
+            next_safety = now + config.safety_interval;
+        }
+        if now >= next_counters {
+            state.export_counters(&programs, metrics);
+            next_counters = now + COUNTERS_EVERY;
+        }
+        rounds += 1;
+        if config.reps > 0 && rounds >= config.reps {
+            let _ = tx.send(Input::Finished);
+            return;
+        }
+        next += config.interval;
+        let now = Instant::now();
+        if next <= now {
+            next = now;
+        } else {
+            std::thread::sleep(next - now);
+        }
+    }
+}
+
+impl Refresher {
+    /// One round: drain, de-duplicate, add follow-ups, query, check. Returns the live sockets'
+    /// records, `None` if there was nothing to query or the query failed.
+    fn round(
+        &mut self,
+        programs: &mut Programs,
+        socket: &mut DiagSocket,
+        netns: u32,
+        metrics: &Metrics,
+    ) -> Option<Payloads> {
+        self.marks.clear();
+        let (read, malformed) = programs.drain(&mut self.marks);
+        metrics.marks.inc_by(read as u64);
+        if malformed > 0 {
+            tracing::warn!(
+                malformed,
+                "ring buffer records of an unexpected size skipped"
+            );
+        }
+        self.pending.clear();
+        for mark in &self.marks {
+            if mark.netns != netns {
+                continue;
+            }
+            let Some(target) = target_of(mark) else {
+                continue;
+            };
+            // The first mark of the round is the one whose latency counts.
+            self.pending.entry(mark.cookie).or_insert(Pending {
+                target,
+                marked_ns: Some(mark.marked_ns),
+            });
+        }
+        for (cookie, target) in self.follow_ups.drain(..) {
+            self.pending.entry(cookie).or_insert(Pending {
+                target,
+                marked_ns: None,
+            });
+        }
+        if self.pending.is_empty() {
+            return None;
+        }
+        self.order.clear();
+        self.order.extend(self.pending.drain());
+        self.targets.clear();
+        self.targets
+            .extend(self.order.iter().map(|(_, p)| p.target));
+        self.replies.clear();
+        let queries = &metrics.exact_queries;
+        match socket.query_exact(&self.targets, &mut self.replies) {
+            Ok(stats) => {
+                if stats.batches > 0 {
+                    metrics
+                        .exact_batch_size
+                        .observe(stats.requests as f64 / stats.batches as f64);
+                }
+                let resent = stats.requests.saturating_sub(self.targets.len());
+                queries.get(ExactQueryOutcome::Lost).inc_by(resent as u64);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, targets = self.targets.len(), "exact queries failed");
+                queries
+                    .get(ExactQueryOutcome::Error)
+                    .inc_by(self.targets.len() as u64);
+                // Asked again next round.
+                self.follow_ups
+                    .extend(self.order.iter().map(|(cookie, p)| (*cookie, p.target)));
+                return None;
+            }
+        }
+        let now_ns = monotonic_ns();
+        let mut payloads = Payloads::with_capacity(self.replies.len(), self.replies.len() * 1024);
+        for reply in &self.replies {
+            let Some(&(cookie, pending)) = self.order.get(reply.index) else {
+                continue;
+            };
+            let outcome = match pending.target.check(&reply.outcome) {
+                Checked::Live(payload) => {
+                    payloads.push(payload);
+                    if let Some(marked) = pending.marked_ns {
+                        let latency = now_ns.saturating_sub(marked);
+                        metrics.mark_latency.observe(latency as f64 / 1e9);
+                        self.follow_ups.push((cookie, pending.target));
+                    }
+                    ExactQueryOutcome::Found
+                }
+                Checked::Gone => ExactQueryOutcome::NotFound,
+                Checked::Mismatch => ExactQueryOutcome::Mismatch,
+            };
+            queries.get(outcome).inc();
+        }
+        Some(payloads)
+    }
+
+    /// Adds what the kernel-side counters gained since the last read to the metrics.
+    fn export_counters(&mut self, programs: &Programs, metrics: &Metrics) {
+        let now = match programs.counters() {
+            Ok(now) => now,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the eBPF counters");
+                return;
+            }
+        };
+        let was = self.counters;
+        for (reason, now, was) in [
+            (KernelDrop::RingFull, now.ring_full, was.ring_full),
+            (KernelDrop::MapFull, now.map_full, was.map_full),
+            (KernelDrop::ReadFailed, now.read_failed, was.read_failed),
+        ] {
+            metrics
+                .kernel_drops
+                .get(reason)
+                .inc_by(now.saturating_sub(was));
+        }
+        if now.ring_full > was.ring_full {
+            tracing::warn!(
+                lost = now.ring_full - was.ring_full,
+                "marks lost to a full ring buffer; the safety-net sweep will catch up"
+            );
+        }
+        self.counters = now;
+    }
+}
+
+/// The exact query for a marked socket.
+fn target_of(mark: &Mark) -> Option<ExactTarget> {
+    let family = Family::from_af(u8::try_from(mark.family).ok()?)?;
+    let ip = |bytes: &[u8; 16]| inetdiag::address(family.af(), bytes);
+    Some(ExactTarget {
+        family,
+        local: SocketAddr::new(ip(&mark.local_addr), mark.local_port),
+        remote: SocketAddr::new(ip(&mark.remote_addr), mark.remote_port),
+        interface: mark.bound_if,
+        cookie: Some(mark.cookie),
+    })
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        u64::try_from(t.tv_sec())
+            .unwrap_or(0)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::try_from(t.tv_nsec()).unwrap_or(0))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_of_marks() {
+        let mut mark = Mark {
+            cookie: 7,
+            marked_ns: 1,
+            netns: 1,
+            bound_if: 3,
+            family: 2,
+            local_port: 80,
+            remote_port: 40_000,
+            state: 1,
+            hook: 0,
+            local_addr: [0; 16],
+            remote_addr: [0; 16],
+        };
+        mark.local_addr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        mark.remote_addr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        let t = target_of(&mark).unwrap();
+        assert_eq!(t.family, Family::Inet);
+        assert_eq!(t.local, "10.0.0.1:80".parse().unwrap());
+        assert_eq!(t.remote, "10.0.0.2:40000".parse().unwrap());
+        assert_eq!((t.interface, t.cookie), (3, Some(7)));
+        mark.family = 10;
+        mark.local_addr = "::ffff:10.0.0.1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        mark.remote_addr = "fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let t = target_of(&mark).unwrap();
+        assert_eq!(t.family, Family::Inet6);
+        assert_eq!(t.local, "[::ffff:10.0.0.1]:80".parse().unwrap());
+        assert_eq!(t.remote, "[fd00::2]:40000".parse().unwrap());
+        mark.family = 1;
+        assert!(target_of(&mark).is_none(), "AF_UNIX is not queried");
+    }
+
+    #[test]
+    fn monotonic_clock_advances() {
+        let a = monotonic_ns();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(monotonic_ns() >= a + 2_000_000);
+    }
+}
