@@ -7,3 +7,6 @@ bash scripts/setup.sh
 cargo build --workspace --all-targets
 cargo test --workspace --doc
 cargo test --workspace --all-targets -- --test-threads="${TEST_THREADS:-4}"
+# The end-to-end suite once more with the daemon in eBPF mode (the run above used sweep mode);
+# eBPF mode never falls back here, so this fails if the programs cannot load.
+TCP_INFO_E2E_MODE=ebpf cargo test -p tcp-info-tests --all-targets -- --test-threads="${TEST_THREADS:-4}"

@@ -61,6 +61,9 @@ pub fn run(config: &Config) -> Result<()> {
             .with_context(|| format!("changing into the output directory {}", output.display()))?;
     }
     let metrics = Arc::new(Metrics::new(GIT_COMMIT).context("creating metrics")?);
+    // Before anything announces the daemon as up: loading takes a few hundred milliseconds,
+    // and connections made meanwhile would be seen only by the first sweep.
+    let programs = load_programs(config)?;
     let listen = config.listen_address.to_string();
     let server = metrics::serve(&listen, Arc::clone(&metrics))
         .with_context(|| format!("serving metrics on {listen}"))?;
@@ -74,7 +77,6 @@ pub fn run(config: &Config) -> Result<()> {
         None => None,
     };
 
-    let programs = load_programs(config)?;
     let mode = if programs.is_some() {
         metrics::Mode::Ebpf
     } else {

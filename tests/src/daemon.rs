@@ -85,10 +85,11 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `tcp-info <args>` with the extra environment `envs`, inside the server namespace
-    /// of `net` (via `ip netns exec`, which execs the daemon, so the child's pid is the
-    /// daemon's). Standard output and error go to `<log_dir>/<name>.stdout|stderr`.
+    /// of `net` (via `ip netns exec`, which execs `wrapper` — if any — and that the daemon, so
+    /// the child's pid is the daemon's). Standard output and error go to `<log_dir>/<name>.stdout|stderr`.
     pub fn start(
         net: &NetPair,
+        wrapper: &[&str],
         args: &[String],
         envs: &[(&str, &str)],
         log_dir: &Path,
@@ -102,6 +103,7 @@ impl Daemon {
             .with_context(|| format!("creating {}", stdout_path.display()))?;
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", net.server_ns()])
+            .args(wrapper)
             .arg(daemon_binary())
             .args(args)
             .stdin(Stdio::null())

@@ -78,6 +78,20 @@ pub fn umask() -> Result<u32> {
 
 static DAEMON_COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Variable choosing the mode the end-to-end tests run the daemon in: `sweep` (the default) or
+/// `ebpf`. `scripts/test.sh` runs them in both; `ebpf` never falls back, so a run in eBPF mode
+/// fails if the programs cannot load.
+pub const MODE_ENV: &str = "TCP_INFO_E2E_MODE";
+
+/// The mode of [`MODE_ENV`]. Panics on any other value, so a typo cannot silently test sweep.
+pub fn mode() -> &'static str {
+    match std::env::var(MODE_ENV).as_deref() {
+        Err(_) | Ok("" | "sweep") => "sweep",
+        Ok("ebpf") => "ebpf",
+        Ok(other) => panic!("{MODE_ENV}={other:?}: expected sweep or ebpf"),
+    }
+}
+
 /// Everything one test needs: namespaces, a temporary directory and the daemon's paths.
 #[derive(Debug)]
 pub struct Setup {
@@ -129,13 +143,14 @@ impl Setup {
     }
 
     /// The arguments every test passes: output, prefix file, metrics on a free loopback port,
-    /// sweep mode polling every 10 ms.
+    /// the mode of [`mode`] polling every 10 ms. A test's own arguments come after these, so a
+    /// test that needs one mode names it and wins.
     pub fn base_args(&self) -> Vec<String> {
         vec![
             format!("--output={}", self.output().display()),
             format!("--uuid-prefix-file={}", self.prefix_file().display()),
             "--prometheusx.listen-address=127.0.0.1:0".to_owned(),
-            "--mode=sweep".to_owned(),
+            format!("--mode={}", mode()),
             "--poll-interval=10ms".to_owned(),
         ]
     }
@@ -143,10 +158,28 @@ impl Setup {
     /// Starts the daemon with [`Self::base_args`] plus `extra`, and waits until it announces
     /// its metrics address (so it is up).
     pub fn start(&self, extra: &[&str], envs: &[(&str, &str)]) -> Result<Daemon> {
+        self.start_wrapped(&[], extra, envs)
+    }
+
+    /// [`Self::start`] with the daemon run through `wrapper` (a command that execs its
+    /// arguments, such as `setpriv --bounding-set=-bpf --`).
+    pub fn start_wrapped(
+        &self,
+        wrapper: &[&str],
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<Daemon> {
         let mut args = self.base_args();
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let n = DAEMON_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut daemon = Daemon::start(&self.net, &args, envs, self.dir(), &format!("daemon{n}"))?;
+        let mut daemon = Daemon::start(
+            &self.net,
+            wrapper,
+            &args,
+            envs,
+            self.dir(),
+            &format!("daemon{n}"),
+        )?;
         daemon.metrics_addr(Duration::from_secs(20))?;
         Ok(daemon)
     }

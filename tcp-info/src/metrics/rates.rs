@@ -141,6 +141,12 @@ impl RateAccounting {
         }
     }
 
+    /// Whether a cycle in `unix_second` would emit a sample (or set the baseline): the caller
+    /// can skip summing the totals otherwise.
+    pub fn due(&self, unix_second: i64) -> bool {
+        self.last_second != Some(unix_second)
+    }
+
     /// Feeds the totals of one cycle, whose (`AF_INET`) timestamp falls in `unix_second`.
     ///
     /// The first call only sets the baseline. Later calls emit one sample per direction when

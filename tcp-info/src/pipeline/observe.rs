@@ -81,6 +81,20 @@ struct Conn {
     missing_since: Option<(Instant, Timestamp)>,
 }
 
+impl Conn {
+    /// Adds this connection's last byte counters to a rate cycle: live if its latest record
+    /// carries tcp_info, closing (a time-wait minisock) otherwise.
+    fn add_bytes(&self, bytes: &mut CycleBytes) {
+        if self.last.attribute(INFO).is_some() {
+            bytes.live_sent += self.sent;
+            bytes.live_received += self.received;
+        } else {
+            bytes.closing_sent += self.sent;
+            bytes.closing_received += self.received;
+        }
+    }
+}
+
 /// The pipeline: owns the cache and drives the sinks.
 pub struct Observer<A, E> {
     config: ObserverConfig,
@@ -95,6 +109,8 @@ pub struct Observer<A, E> {
     lookup: Option<Box<dyn Lookup>>,
     cycle: u64,
     last_cycle_end: Option<Instant>,
+    /// Bytes sent and received by connections ended since the last rate sample.
+    ended: (u64, u64),
 }
 
 impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
@@ -112,6 +128,7 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
             lookup: None,
             cycle: 0,
             last_cycle_end: None,
+            ended: (0, 0),
         }
     }
 
@@ -169,8 +186,15 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
                 self.observe(payload, timestamp, Source::Sweep, now);
             }
         }
+        // In eBPF mode rates are accounted every second by `tick`, sweeps being rare.
+        let rate_second = rate_second.filter(|_| !self.config.safety_net);
+        if rate_second.is_some() {
+            self.take_ended(&mut bytes);
+        }
         // Closes: connections this cycle did not see, unless their family's dump failed, once
-        // the grace for their destroy notification has passed.
+        // the grace for their destroy notification has passed. Every connection still in the
+        // cache counts as live for the rates; those that end count as closed from the next
+        // cycle on.
         let detected = Timestamp::now();
         let grace = self.config.close_grace;
         let mut gone = Vec::new();
@@ -179,23 +203,13 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
                 let (since, at) = *conn.missing_since.get_or_insert((now, detected));
                 if now.saturating_duration_since(since) >= grace {
                     gone.push((cookie, at));
-                    continue;
                 }
             }
-            if conn.last.attribute(INFO).is_some() {
-                bytes.live_sent += conn.sent;
-                bytes.live_received += conn.received;
-            } else {
-                bytes.closing_sent += conn.sent;
-                bytes.closing_received += conn.received;
-            }
+            conn.add_bytes(&mut bytes);
         }
         let gone = self.confirm_gone(gone, now);
         for (cookie, at) in gone {
-            if let Some(conn) = self.end(cookie, at, now) {
-                bytes.closed_sent += conn.sent;
-                bytes.closed_received += conn.received;
-            }
+            self.end(cookie, at, now);
             if !grace.is_zero() {
                 // A close source runs, so this connection's destroy notification may still
                 // come (a socket held in CLOSE): it must not reopen the connection.
@@ -208,10 +222,13 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
         let tracked = self.cache.len();
         self.metrics.cache_count.observe(tracked as f64);
         self.metrics.connections_tracked.set(tracked as i64);
-        if let Some(previous) = self.last_cycle_end.replace(now) {
-            self.metrics
-                .polling_interval
-                .observe(now.duration_since(previous).as_secs_f64());
+        // In eBPF mode the eBPF source's rounds are the polling cycles; it observes them.
+        if !self.config.safety_net {
+            if let Some(previous) = self.last_cycle_end.replace(now) {
+                self.metrics
+                    .polling_interval
+                    .observe(now.duration_since(previous).as_secs_f64());
+            }
         }
     }
 
@@ -242,10 +259,28 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
             .set(self.cache.len() as i64);
     }
 
-    /// Periodic housekeeping.
+    /// Periodic housekeeping; in eBPF mode also the per-second rate accounting (SPEC §9.4).
     pub fn tick(&mut self, now: Instant) {
         self.archive.tick(now);
         self.tombstones.retain(|_, t| t.until > now);
+        if self.config.safety_net {
+            let second = Timestamp::now().unix_secs();
+            if self.rates.due(second) {
+                let mut bytes = CycleBytes::default();
+                self.take_ended(&mut bytes);
+                for conn in self.cache.values() {
+                    conn.add_bytes(&mut bytes);
+                }
+                self.rates.end_cycle(second, &bytes);
+            }
+        }
+    }
+
+    /// Moves the bytes of the connections ended since the last rate sample into `bytes`.
+    fn take_ended(&mut self, bytes: &mut CycleBytes) {
+        let (sent, received) = std::mem::take(&mut self.ended);
+        bytes.closed_sent = sent;
+        bytes.closed_received = received;
     }
 
     /// Graceful shutdown (D11): a Close event for every open connection, then every file
@@ -463,9 +498,12 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
             .collect()
     }
 
-    /// Ends a connection: Close event, file finished, cache entry removed.
+    /// Ends a connection: Close event, file finished, cache entry removed, its bytes kept for
+    /// the next rate sample.
     fn end(&mut self, cookie: u64, timestamp: Timestamp, now: Instant) -> Option<Conn> {
         let conn = self.cache.remove(&cookie)?;
+        self.ended.0 = self.ended.0.saturating_add(conn.sent);
+        self.ended.1 = self.ended.1.saturating_add(conn.received);
         let uuid = self.config.prefix.uuid(cookie);
         self.events.close(timestamp, &uuid);
         self.metrics.flow_events.get(FlowEvent::Close).inc();

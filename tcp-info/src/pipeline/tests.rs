@@ -3,7 +3,7 @@
 use super::{ArchiveSink, EventSink, Lookup, Observer, ObserverConfig};
 use crate::exclude::Exclusions;
 use crate::inetdiag::{AF_INET, AF_INET6, InetDiagMsg};
-use crate::metrics::{ExactQueryOutcome as Q, FlowEvent, Metrics};
+use crate::metrics::{ErrorType, ExactQueryOutcome as Q, FlowEvent, Metrics};
 use crate::netlink::{ExactOutcome, ExactReply, ExactTarget, Family, Payloads};
 use crate::record::{ArchivalRecord, Timestamp};
 use crate::uuid::Prefix;
@@ -383,6 +383,31 @@ fn confirmation_replies_about_other_sockets_close_the_connection() {
         1,
         "another cookie"
     );
+}
+
+/// SPEC §9.4: a connection's bytes move from live to closed when it ends, whichever source
+/// ended it, so the total never goes backwards (before, a destroyed connection's bytes vanished
+/// and the next sample counted a regression).
+#[test]
+fn rates_keep_the_bytes_of_destroyed_connections() {
+    let (mut o, _log, metrics) = observer(Duration::from_millis(500));
+    let at = |secs: i64| Timestamp::from_unix(1_700_000_000 + secs, 0).unwrap();
+    let now = Instant::now();
+    let mut p = payload(7, 1, 0, AF_INET);
+    // bytes_sent (tcp_info offset 200) is 10 000.
+    p[76 + 200..76 + 208].copy_from_slice(&10_000u64.to_le_bytes());
+    sweep(&mut o, &[(Family::Inet, Some(&[p.clone()]), at(0))], now);
+    p[76 + 200..76 + 208].copy_from_slice(&15_000u64.to_le_bytes());
+    destroyed(&mut o, &[p], at(0), now);
+    let empty: &[Vec<u8>] = &[];
+    sweep(&mut o, &[(Family::Inet, Some(empty), at(1))], now);
+    let regressions = metrics.errors.get(ErrorType::SentRegression).get();
+    assert_eq!(
+        regressions, 0,
+        "a destroyed connection's bytes must not vanish"
+    );
+    assert_eq!(metrics.send_rate.get_sample_count(), 1);
+    assert_eq!(metrics.send_rate.get_sample_sum(), 8.0 * 5_000.0);
 }
 
 #[test]

@@ -83,6 +83,7 @@ pub fn run(
     let start = Instant::now();
     let (mut next, mut next_safety, mut next_counters) = (start, start, start);
     let mut rounds = 0u64;
+    let mut last_round_end: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         if let Some(payloads) = state.round(&mut programs, &mut socket, config.netns, metrics) {
             let timestamp = Timestamp::now();
@@ -108,6 +109,13 @@ pub fn run(
         if now >= next_counters {
             state.export_counters(&programs, metrics);
             next_counters = now + COUNTERS_EVERY;
+        }
+        // The polling cycle of upstream's histogram: from the end of one round to the next's.
+        let end = Instant::now();
+        if let Some(previous) = last_round_end.replace(end) {
+            metrics
+                .polling_interval
+                .observe(end.duration_since(previous).as_secs_f64());
         }
         rounds += 1;
         if config.reps > 0 && rounds >= config.reps {
