@@ -243,13 +243,17 @@ fn load_programs(config: &Config) -> Result<Option<(Programs, u32)>> {
     };
     match config.mode {
         Mode::Sweep => Ok(None),
-        Mode::Ebpf => load()
-            .map(Some)
-            .context("eBPF mode (--mode ebpf) cannot run"),
+        Mode::Ebpf => load().map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "eBPF mode (--mode ebpf) cannot run: {}",
+                ebpf::error_chain(&e)
+            )
+        }),
         Mode::Auto => match load() {
             Ok(loaded) => Ok(Some(loaded)),
             Err(e) => {
-                tracing::warn!(reason = %e, "eBPF mode unavailable; running sweep mode");
+                let reason = ebpf::error_chain(&e);
+                tracing::warn!(%reason, "eBPF mode unavailable; running sweep mode");
                 Ok(None)
             }
         },

@@ -259,17 +259,20 @@ pub fn strip_ansi(text: &str) -> String {
     out
 }
 
-/// Runs the daemon inside the server namespace of `net` with `args` and `envs`, expecting it to exit
-/// by itself within `timeout`; returns the exit status and standard error. Used for flag
-/// errors, which must be reported before the daemon does anything.
+/// Runs the daemon inside the server namespace of `net` (through `wrapper`, if any, as
+/// [`Daemon::start`]) with `args` and `envs`, expecting it to exit by itself within `timeout`;
+/// returns the exit status and standard error. Used for start-up errors: bad flags, a mode that
+/// cannot run.
 pub fn run_to_exit(
     net: &NetPair,
+    wrapper: &[&str],
     args: &[&str],
     envs: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<(ExitStatus, String)> {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", net.server_ns()])
+        .args(wrapper)
         .arg(daemon_binary())
         .args(args)
         .stdin(Stdio::null())

@@ -242,7 +242,10 @@ fn metrics_endpoint_serves_the_upstream_metrics() {
             // at start-up.
             let sweeps = value(&m, "tcpinfo_sweeps_total", &[("kind", "safety_net")]);
             assert!(sweeps >= 1.0, "no safety-net sweep at start-up");
-            assert_eq!(dumps, sweeps, "{af}: one dump per family per sweep");
+            assert_eq!(
+                dumps as u64, sweeps as u64,
+                "{af}: one dump per family per sweep"
+            );
         } else {
             assert!(dumps >= cycles, "{af}: {dumps} dumps for {cycles} cycles");
         }
@@ -272,6 +275,7 @@ fn bad_flags_and_environment_values_exit_2_naming_the_culprit() {
     // The same arguments without the bad one run fine: one cycle, then a clean exit.
     let (status, stderr) = run_to_exit(
         &setup.net,
+        &[],
         &[&base[..], &["--reps=1"]].concat(),
         &[],
         Duration::from_secs(20),
@@ -322,7 +326,7 @@ fn bad_flags_and_environment_values_exit_2_naming_the_culprit() {
         all.retain(|a| !overridden(a));
         all.extend_from_slice(args);
         let (status, stderr) =
-            run_to_exit(&setup.net, &all, envs, Duration::from_secs(10)).unwrap();
+            run_to_exit(&setup.net, &[], &all, envs, Duration::from_secs(10)).unwrap();
         if status.code() != Some(2) {
             problems.push(format!(
                 "{args:?} {envs:?}: exit {status}, want 2; stderr:\n{stderr}"

@@ -211,6 +211,22 @@ impl Programs {
     }
 }
 
+/// An error and its sources in one line, down to the errno (`Operation not permitted` without
+/// CAP_BPF), each cause once: aya's messages repeat their sources' text.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Decodes one ring-buffer record.
 fn mark_from_bytes(bytes: &[u8]) -> Option<Mark> {
     if bytes.len() != size_of::<Mark>() {
@@ -272,6 +288,21 @@ mod tests {
         assert_eq!(mark_from_bytes(bytes), Some(mark));
         assert_eq!(mark_from_bytes(&bytes[1..]), None);
         assert_eq!(mark_from_bytes(&[bytes, &[0]].concat()), None);
+    }
+
+    #[test]
+    fn error_chains_name_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: {0}")]
+        struct Outer(#[source] Middle);
+        #[derive(Debug, thiserror::Error)]
+        #[error("middle")]
+        struct Middle(#[source] std::io::Error);
+        let e = Outer(Middle(std::io::Error::from_raw_os_error(libc::EPERM)));
+        assert_eq!(
+            error_chain(&e),
+            "outer: middle: Operation not permitted (os error 1)"
+        );
     }
 
     #[test]

@@ -407,7 +407,7 @@ fn rates_keep_the_bytes_of_destroyed_connections() {
         "a destroyed connection's bytes must not vanish"
     );
     assert_eq!(metrics.send_rate.get_sample_count(), 1);
-    assert_eq!(metrics.send_rate.get_sample_sum(), 8.0 * 5_000.0);
+    assert_eq!(metrics.send_rate.get_sample_sum() as u64, 8 * 5_000);
 }
 
 #[test]
