@@ -4,7 +4,6 @@
 //! what they see comes from marks alone.
 #![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "test helpers: a failure should fail the test where it happens"
 )]
 
@@ -297,10 +296,7 @@ fn auto_falls_back_to_sweep_when_ebpf_cannot_load() {
         "the line names the reason, down to the errno: {line}"
     );
     let m = scrape(&setup, &mut daemon);
-    assert!(
-        m.select("tcpinfo_mode", &[("mode", "sweep")])
-            .any(|s| s.value == 1.0)
-    );
+    assert!(mode_is(&m, "sweep"));
 
     let listener = setup.net.listen().unwrap();
     let mut client = setup
