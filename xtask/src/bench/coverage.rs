@@ -30,6 +30,8 @@ struct Observed {
     info_records: u64,
     /// (file sequence, line) of the last record with `tcp_info`, and its counters.
     last: Option<((u64, u64), u64, u64)>,
+    /// Timestamps (Unix ns) of the records with `tcp_info`.
+    times: Vec<i128>,
 }
 
 /// Every socket found in a set of archives, by cookie.
@@ -102,9 +104,11 @@ impl ArchiveIndex {
             remote,
             info_records: 0,
             last: None,
+            times: Vec::new(),
         });
         if let Some(info) = r.attribute(INET_DIAG_INFO).filter(|p| !p.is_empty()) {
             o.info_records += 1;
+            o.times.push(r.timestamp.unix_nanos());
             let pos = (seq, line);
             if o.last.is_none_or(|(p, _, _)| pos >= p) {
                 let t = TcpInfo::decode(info);
@@ -232,6 +236,32 @@ pub fn coverage(truth: &[ConnTruth], index: &ArchiveIndex) -> Coverage {
         }
     }
     cov
+}
+
+/// For every ground-truth connection of `class` the archives hold, its records with `tcp_info`
+/// per second between `from` and `to` (Unix ns): the time resolution a collector gives it.
+pub fn records_per_second(
+    truth: &[ConnTruth],
+    index: &ArchiveIndex,
+    class: ConnClass,
+    (from, to): (i128, i128),
+) -> Vec<f64> {
+    let seconds = (to - from) as f64 / 1e9;
+    if seconds <= 0.0 {
+        return Vec::new();
+    }
+    truth
+        .iter()
+        .filter(|t| t.class == class)
+        .filter_map(|t| index.by_cookie.get(&t.cookie))
+        .map(|o| {
+            o.times
+                .iter()
+                .filter(|&&ts| (from..to).contains(&ts))
+                .count() as f64
+                / seconds
+        })
+        .collect()
 }
 
 #[cfg(test)]

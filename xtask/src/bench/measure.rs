@@ -44,6 +44,27 @@ pub fn parse_stat(line: &str) -> Option<ProcStat> {
     })
 }
 
+/// Busy clock ticks of the whole machine so far, all CPUs together: the first line of
+/// `/proc/stat` without `idle` and `iowait` (user, nice, system, irq, softirq, steal; guest
+/// time is already inside user). eBPF programs run in other tasks' context, so this is where
+/// their cost shows.
+pub fn system_busy_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_system_busy(stat.lines().next()?)
+}
+
+/// [`system_busy_ticks`] of one `cpu ...` line.
+fn parse_system_busy(line: &str) -> Option<u64> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = fields.map(str::parse).collect::<Result<_, _>>().ok()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]
+    let get = |i: usize| v.get(i).copied();
+    Some(get(0)? + get(1)? + get(2)? + get(5)? + get(6)? + get(7).unwrap_or(0))
+}
+
 /// Clock ticks per second (`_SC_CLK_TCK`).
 pub fn clock_ticks_per_sec() -> u64 {
     nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
@@ -269,5 +290,14 @@ mod tests {
         assert!(peaks.samples > 0 && peaks.procs >= 3 && peaks.rss_bytes >= last.rss_bytes / 2);
         assert!(clock_ticks_per_sec() >= 100);
         assert_eq!(sample_tree(root), TreeSample::default());
+    }
+
+    #[test]
+    fn system_busy_excludes_idle_and_iowait() {
+        let line = "cpu  100 5 50 1000 40 3 2 1 0 0";
+        assert_eq!(super::parse_system_busy(line), Some(161));
+        assert_eq!(super::parse_system_busy("cpu0 1 2 3 4 5 6 7 8"), None);
+        assert_eq!(super::parse_system_busy("cpu 1 2"), None);
+        assert!(super::system_busy_ticks().is_some());
     }
 }

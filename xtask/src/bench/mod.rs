@@ -38,7 +38,7 @@ use crate::workspace_root;
 )]
 pub struct BenchArgs {
     /// CI smoke preset: N ∈ {0, 500}, 3 s window, one repetition; collectors ss-baseline,
-    /// tcp-info-sweep (if built) and the fake-collector self-test. Finishes in under 2 minutes.
+    /// tcp-info-sweep and tcp-info-ebpf (if built) and the fake-collector self-test.
     #[arg(long)]
     pub quick: bool,
     /// Idle connection counts N to measure, comma-separated [default: 0,1000,5000,20000].
@@ -72,7 +72,8 @@ pub struct BenchArgs {
     /// output directory, `{prefix_file}` a UUID prefix file, `{truth}` the ground truth written
     /// before SIGTERM, `{xtask}` this program) or a preset: tcp-info-sweep, tcp-info-auto,
     /// tcp-info-ebpf, ss-baseline, fake-drop-third, fake-stale, fake-faithful. Repeatable
-    /// [default: tcp-info-sweep, ss-baseline; quick: ss-baseline, tcp-info-sweep if built].
+    /// [default: tcp-info-ebpf, tcp-info-sweep, ss-baseline; quick: ss-baseline, and
+    /// tcp-info-sweep and tcp-info-ebpf if the daemon is built].
     #[arg(long = "collector")]
     pub collectors: Vec<String>,
     /// Add the fake collectors that prove the coverage measure can fail (on in --quick).
@@ -136,10 +137,10 @@ fn plan(args: &BenchArgs) -> anyhow::Result<Plan> {
         if q {
             names.push("ss-baseline".into());
             if daemon.found.is_some() {
-                names.push("tcp-info-sweep".into());
+                names.extend(["tcp-info-sweep".into(), "tcp-info-ebpf".into()]);
             } else {
                 notes.push(format!(
-                    "tcp-info-sweep skipped: no daemon binary at {}",
+                    "tcp-info-sweep and tcp-info-ebpf skipped: no daemon binary at {}",
                     daemon
                         .searched
                         .iter()
@@ -149,7 +150,11 @@ fn plan(args: &BenchArgs) -> anyhow::Result<Plan> {
                 ));
             }
         } else {
-            names.extend(["tcp-info-sweep".into(), "ss-baseline".into()]);
+            names.extend([
+                "tcp-info-ebpf".into(),
+                "tcp-info-sweep".into(),
+                "ss-baseline".into(),
+            ]);
         }
     }
     if args.self_test || q {
@@ -418,32 +423,46 @@ fn verdict(plan: &Plan, args: &BenchArgs, results: &[TrialResult]) -> Vec<String
     v
 }
 
-/// A plot: title, y-axis label, file name, and the figure from a trial (given the window).
+/// A plot: title, y-axis label, file name, and the figure of a collector trial (given the
+/// median system-wide busy seconds of the no-collector trials at its N).
 type Figure = (
     &'static str,
     &'static str,
     &'static str,
-    fn(&trial::CollectorResult, f64) -> f64,
+    fn(&TrialResult, Option<f64>) -> Option<f64>,
 );
 
-/// CPU and RSS against N, one line per collector; returns (title, file name) pairs.
+/// CPU (own tree and system-wide) and RSS against N, one line per collector; returns (title,
+/// file name) pairs.
 fn write_plots(
     dir: &Path,
     info: &RunInfo,
     results: &[TrialResult],
 ) -> anyhow::Result<Vec<(String, String)>> {
-    let figures: [Figure; 2] = [
+    let figures: [Figure; 3] = [
         (
             "Collector CPU against idle connections",
             "CPU, % of one core (window)",
             "cpu_vs_n.svg",
-            |c, w| c.cpu_window_s / w * 100.0,
+            |r, _| {
+                let c = r.collector_result.as_ref()?;
+                Some(c.cpu_window_s / r.window_s.max(1e-9) * 100.0)
+            },
+        ),
+        (
+            "System-wide CPU above the no-collector baseline",
+            "busy CPU of the machine above baseline, % of one core",
+            "system_cpu_vs_n.svg",
+            report::system_above_baseline_pct,
         ),
         (
             "Collector peak RSS against idle connections",
             "peak RSS of the process tree, MiB",
             "rss_vs_n.svg",
-            |c, _| c.peaks.rss_bytes as f64 / 1_048_576.0,
+            |r, _| {
+                let c = r.collector_result.as_ref()?;
+                Some(c.peaks.rss_bytes as f64 / 1_048_576.0)
+            },
         ),
     ];
     let mut out = Vec::new();
@@ -458,6 +477,7 @@ fn write_plots(
                     .ns
                     .iter()
                     .filter_map(|&n| {
+                        let baseline = report::baseline_system_busy(results, n);
                         let vals: Vec<f64> = results
                             .iter()
                             .filter(|r| {
@@ -465,11 +485,7 @@ fn write_plots(
                                     && r.collector.as_deref() == Some(&c.name)
                                     && r.error.is_none()
                             })
-                            .filter_map(|r| {
-                                r.collector_result
-                                    .as_ref()
-                                    .map(|cr| f(cr, r.window_s.max(1e-9)))
-                            })
+                            .filter_map(|r| f(r, baseline))
                             .collect();
                         Stat::of(&vals).map(|s| (n as f64, s.median, s.min, s.max))
                     })
@@ -511,7 +527,7 @@ mod tests {
         assert!((p.settings.window_s - 3.0).abs() < 1e-9);
         let names: Vec<_> = p.collectors.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["ss-baseline", "fake-drop-third", "fake-stale"]);
-        assert!(p.notes[0].contains("tcp-info-sweep skipped"));
+        assert!(p.notes[0].contains("tcp-info-sweep and tcp-info-ebpf skipped"));
         assert_eq!(p.reference.as_deref(), Some("ss-baseline"));
     }
 

@@ -194,6 +194,23 @@ fn cpu_pct(c: &CollectorResult, window_s: f64) -> f64 {
     c.cpu_window_s / window_s * 100.0
 }
 
+/// Median busy CPU seconds of the whole machine in the no-collector trials at `n`.
+pub fn baseline_system_busy(results: &[TrialResult], n: usize) -> Option<f64> {
+    let base: Vec<f64> = Group::of(results, n, None)
+        .ok
+        .iter()
+        .filter_map(|r| r.system_busy_s)
+        .collect();
+    Stat::of(&base).map(|s| s.median)
+}
+
+/// What one trial cost the whole machine above the no-collector baseline, in % of one core.
+pub fn system_above_baseline_pct(r: &TrialResult, baseline_busy_s: Option<f64>) -> Option<f64> {
+    let busy = r.system_busy_s?;
+    let base = baseline_busy_s?;
+    (r.window_s > 0.0).then(|| (busy - base) / r.window_s * 100.0)
+}
+
 /// Renders the report.
 pub fn render(
     info: &RunInfo,
@@ -252,22 +269,28 @@ pub fn render(
     let window = info.window_s;
 
     md.push_str("## Collector cost\n\n");
-    md.push_str("CPU is user+system time of the collector's whole process tree; `% core` is CPU seconds per second of window. Whole-run CPU (from `wait4`) includes start-up and the close of every connection. Peaks are sampled over the collector's whole life.\n\n");
-    md.push_str("| N | collector | CPU % core (window) | CPU s (window) | CPU s (whole run) | peak RSS MiB | peak procs | peak threads | peak fds | exit |\n");
-    md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    md.push_str("CPU is user+system time of the collector's whole process tree; `% core` is CPU seconds per second of window. *System-wide above baseline* is the busy CPU time of the whole machine (every process and the kernel, all cores, from `/proc/stat`) during the window minus the median of the no-collector trials at the same N, per second of window: it includes what eBPF programs cost in other tasks' context, which the collector's own tree never pays (`n/a` without the no-collector trials). Whole-run CPU (from `wait4`) includes start-up and the close of every connection. Peaks are sampled over the collector's whole life.\n\n");
+    md.push_str("| N | collector | CPU % core (window) | system-wide above baseline % core | CPU s (window) | CPU s (whole run) | peak RSS MiB | peak procs | peak threads | peak fds | exit |\n");
+    md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for &n in &info.ns {
+        let baseline = baseline_system_busy(results, n);
         for name in &names {
             let g = Group::of(results, n, Some(name));
             if g.ok.is_empty() {
                 continue;
             }
+            let system: Vec<f64> =
+                g.ok.iter()
+                    .filter_map(|r| system_above_baseline_pct(r, baseline))
+                    .collect();
             let exits: Vec<String> = g.collected().map(|c| c.stop.status.clone()).collect();
             let mut exits_u = exits.clone();
             exits_u.dedup();
             let _ = writeln!(
                 md,
-                "| {n} | {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {n} | {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 cell(&g.values(|c| Some(cpu_pct(c, window))), f1),
+                cell(&system, f1),
                 cell(&g.values(|c| Some(c.cpu_window_s)), f3),
                 cell(&g.values(|c| Some(c.cpu_total_s)), f3),
                 cell(
@@ -347,23 +370,25 @@ pub fn render(
     }
 
     md.push_str("\n## Data path\n\n");
-    md.push_str("Bulk throughput (all K flows, delivered bytes) during the window, without and with each collector. The senders are rate-limited, so a ratio below 1 means the collector took CPU the data path needed; `--bulk-rate-mbit 0` makes them unlimited.\n\n");
-    md.push_str("| N | collector | Mbit/s without | Mbit/s with | with / without |\n|---:|---|---:|---:|---:|\n");
+    md.push_str("Bulk throughput (all K flows, delivered bytes) during the window, without and with each collector. The senders are rate-limited, so a ratio below 1 means the collector took CPU the data path needed; `--bulk-rate-mbit 0` makes them unlimited. *Records/s per bulk flow*: archive records with `tcp_info` stamped inside the window, per second, median over the flows (100 at a 10 ms poll interval is every poll).\n\n");
+    md.push_str("| N | collector | Mbit/s without | Mbit/s with | with / without | records/s per bulk flow |\n|---:|---|---:|---:|---:|---:|\n");
     for &n in &info.ns {
         let base = Group::of(results, n, None).bulk();
         let base_med = Stat::of(&base).map(|s| s.median);
         for name in &names {
-            let with = Group::of(results, n, Some(name)).bulk();
+            let group = Group::of(results, n, Some(name));
+            let with = group.bulk();
             if with.is_empty() {
                 continue;
             }
+            let resolution = cell(&group.values(|c| c.bulk_records_per_s), f1);
             let ratio = match (Stat::of(&with), base_med) {
                 (Some(w), Some(b)) if b > 0.0 => f3(w.median / b),
                 _ => "n/a".into(),
             };
             let _ = writeln!(
                 md,
-                "| {n} | {name} | {} | {} | {ratio} |",
+                "| {n} | {name} | {} | {} | {ratio} | {resolution} |",
                 cell(&base, f1),
                 cell(&with, f1)
             );
@@ -556,6 +581,8 @@ mod tests {
             window_s: 10.0,
             bulk_mbit: Some(bulk),
             short_in_window: Some(500),
+            // The machine is busy 6 s of the window plus what the collector adds.
+            system_busy_s: Some(6.0 + cpu),
             truth: Some(TruthSummary {
                 per_class: [n, 4, 520],
                 short_under_1ms: 300,
@@ -584,6 +611,7 @@ mod tests {
                     lines: 60,
                 },
                 records: (c != "ss").then_some(50),
+                bulk_records_per_s: (c != "ss").then_some(95.0),
                 coverage: (c != "ss").then_some(cov),
                 bad_archives: 0,
                 first_archive_error: None,
@@ -655,11 +683,12 @@ mod tests {
         );
         for needle in [
             "# Collector benchmark — 2026-01-01T00:00:00Z",
-            "| 1000 | daemon | 2.0 [1.0–3.0] | 0.200 [0.100–0.300] |",
+            "| 1000 | daemon | 2.0 [1.0–3.0] | 2.0 [1.0–3.0] | 0.200 [0.100–0.300] |",
             "| 1000 | ss | 20.0 [10.0–30.0] |",
             "| 1000 | daemon | 100.0% | 100.0% | 50.0% | 99.0% | 100.0% | 0.0% | 0 |",
             "| 1000 | ss | n/a | n/a | n/a | n/a | n/a | n/a | n/a |",
-            "| 1000 | daemon | 401.0 [400.0–402.0] | 390.0 | 0.973 |",
+            "| 1000 | daemon | 401.0 [400.0–402.0] | 390.0 | 0.973 | 95.0 |",
+            "| 1000 | ss | 401.0 [400.0–402.0] | 380.0 | 0.948 | n/a |",
             "## Ratios against `ss`",
             "| 1000 | daemon | 0.100 | 0.100 | 5.500 |",
             "| 1000 | daemon | 10 | 0.08 | 60 | 1000 | 20.0 |",

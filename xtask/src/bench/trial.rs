@@ -8,13 +8,13 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::collector::{Archives, CollectorSpec, Placeholders, RunningCollector, StopOutcome};
-use super::coverage::{ArchiveIndex, Coverage, coverage};
-use super::measure::{Peaks, Sampler, clock_ticks_per_sec, sample_tree};
+use super::coverage::{ArchiveIndex, Coverage, coverage, records_per_second};
+use super::measure::{Peaks, Sampler, clock_ticks_per_sec, sample_tree, system_busy_ticks};
 use super::output::{OutputStats, scan_output};
 use crate::interrupt::Interrupt;
 use crate::workload::driver::{Workload, WorkloadParams};
 use crate::workload::netns::Topology;
-use crate::workload::truth::TruthSummary;
+use crate::workload::truth::{ConnClass, TruthSummary};
 
 /// Timing and sizing shared by every trial of a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,6 +68,10 @@ pub struct CollectorResult {
     pub bad_archives: u64,
     /// The first archive read error.
     pub first_archive_error: Option<String>,
+    /// Records with `tcp_info` per second of window, median over the bulk flows (when graded):
+    /// the time resolution the collector gives busy connections.
+    #[serde(default)]
+    pub bulk_records_per_s: Option<f64>,
 }
 
 /// The outcome of one trial.
@@ -87,6 +91,11 @@ pub struct TrialResult {
     pub bulk_mbit: Option<f64>,
     /// Short connections completed during the window.
     pub short_in_window: Option<u64>,
+    /// Busy CPU seconds of the whole machine during the window (all CPUs, every process and
+    /// the kernel): compared with the no-collector trials, what a collector costs system-wide,
+    /// including eBPF programs running in other tasks' context.
+    #[serde(default)]
+    pub system_busy_s: Option<f64>,
     /// Ground-truth summary.
     pub truth: Option<TruthSummary>,
     /// The collector's figures.
@@ -120,6 +129,7 @@ pub fn run_trial(
         window_s: 0.0,
         bulk_mbit: None,
         short_in_window: None,
+        system_busy_s: None,
         truth: None,
         collector_result: None,
     };
@@ -184,11 +194,18 @@ fn trial_inner(
     };
     let c0 = wl.counters(env.interrupt)?;
     let cpu0 = cpu_at(&running);
+    let busy0 = system_busy_ticks();
+    let wall0 = unix_ns();
     let t0 = Instant::now();
     env.interrupt.sleep(secs(s.window_s))?;
     let c1 = wl.counters(env.interrupt)?;
     let cpu1 = cpu_at(&running);
+    let busy1 = system_busy_ticks();
+    let wall1 = unix_ns();
     let window = t0.elapsed().as_secs_f64();
+    r.system_busy_s = busy0
+        .zip(busy1)
+        .map(|(a, b)| b.saturating_sub(a) as f64 / clock_ticks_per_sec() as f64);
     check_alive(&mut running)?;
     r.window_s = window;
     r.bulk_mbit = Some(c1.bulk_bytes.saturating_sub(c0.bulk_bytes) as f64 * 8.0 / window / 1e6);
@@ -217,6 +234,10 @@ fn trial_inner(
             records: index.as_ref().map(|i| i.records),
             coverage: index.as_ref().map(|i| coverage(&truth, i)),
             bad_archives: index.as_ref().map_or(0, |i| i.bad_files),
+            bulk_records_per_s: index.as_ref().and_then(|i| {
+                let rates = records_per_second(&truth, i, ConnClass::Bulk, (wall0, wall1));
+                super::report::Stat::of(&rates).map(|s| s.median)
+            }),
             first_archive_error: index.and_then(|i| i.first_error),
         });
     }
@@ -234,6 +255,13 @@ fn check_alive(running: &mut Option<(RunningCollector, Sampler)>) -> anyhow::Res
         anyhow::bail!("collector exited early ({status}); see collector.log");
     }
     Ok(())
+}
+
+/// Wall-clock time in Unix nanoseconds (archive records carry wall-clock timestamps).
+fn unix_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 fn secs(s: f64) -> Duration {
