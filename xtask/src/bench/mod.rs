@@ -97,6 +97,11 @@ pub struct BenchArgs {
     /// Keep every trial's archives and ground truth.
     #[arg(long)]
     pub keep_archives: bool,
+    /// Write archives to the disk under the run directory instead of a tmpfs per trial (which
+    /// keeps ext4's file-creation cost after the previous trial's mass deletions out of the
+    /// collectors' figures).
+    #[arg(long)]
+    pub archives_on_disk: bool,
     /// Client addresses on the client side of the veth pair.
     #[arg(long, default_value_t = 8)]
     pub client_addrs: usize,
@@ -213,6 +218,7 @@ fn plan(args: &BenchArgs) -> anyhow::Result<Plan> {
         stop_timeout_s: args.stop_timeout,
         sample_interval_ms: args.sample_interval_ms.max(1),
         keep_archives: args.keep_archives,
+        archives_on_tmpfs: !args.archives_on_disk,
     };
     anyhow::ensure!(settings.window_s > 0.0, "--window must be positive");
     Ok(Plan {
@@ -265,6 +271,7 @@ pub fn run(args: &BenchArgs, interrupt: &Interrupt) -> anyhow::Result<()> {
         client_addrs: plan.settings.client_addrs,
         collectors: plan.collectors.clone(),
         reference: plan.reference.clone(),
+        archives_on_tmpfs: plan.settings.archives_on_tmpfs,
     };
     let env = TrialEnv {
         settings: &plan.settings,

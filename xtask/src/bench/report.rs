@@ -91,6 +91,9 @@ pub struct RunInfo {
     pub collectors: Vec<CollectorSpec>,
     /// Collector the ratios are computed against.
     pub reference: Option<String>,
+    /// Whether archives went to a tmpfs per trial (see `trial::ArchiveTmpfs`).
+    #[serde(default)]
+    pub archives_on_tmpfs: bool,
 }
 
 /// Min, median, max of a sample.
@@ -249,8 +252,18 @@ pub fn render(
          then the workload; after {} s of warm-up, a {} s window is measured; then every connection \
          closes, the collector gets SIGTERM, and its archives are graded against the ground truth. \
          Each (N, collector) pair ran {} time(s); cells read `median [min–max]`. The workload \
-         generator's CPU is never counted.\n",
-        info.warmup_s, info.window_s, info.repeat
+         generator's CPU is never counted. {}\n",
+        info.warmup_s,
+        info.window_s,
+        info.repeat,
+        if info.archives_on_tmpfs {
+            "Archives go to a tmpfs per trial: on ext4, creating files right after the previous \
+             trial deleted tens of thousands costs every collector alike (a search past recently \
+             freed inodes), which is the benchmark's doing, not collection (`--archives-on-disk` \
+             measures it)."
+        } else {
+            "Archives go to the disk (`--archives-on-disk`), file-system costs included."
+        }
     );
     let _ = writeln!(md, "**Collectors:**\n");
     for c in &info.collectors {
@@ -643,6 +656,7 @@ mod tests {
             bulk: 4,
             bulk_rate_mbit: 100.0,
             short_rate: 50.0,
+            archives_on_tmpfs: true,
             repeat: 3,
             window_s: 10.0,
             warmup_s: 3.0,
