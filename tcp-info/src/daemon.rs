@@ -84,7 +84,12 @@ pub fn run(config: &Config) -> Result<()> {
         metrics::Mode::Sweep
     };
     metrics.set_mode(mode);
-    tracing::info!(mode = mode.as_str(), requested = %config.mode, "collection mode");
+    tracing::info!(
+        mode = mode.as_str(),
+        requested = %config.mode,
+        ebpf_embedded = ebpf::EMBEDDED,
+        "collection mode"
+    );
 
     let diag = DiagSocket::open(config.rcvbuf).context("opening the sock_diag socket")?;
     // Without CAP_NET_ADMIN the destroy groups may be closed to us: run without the close
