@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
+# A C compiler and libc headers: zstd-sys builds C, and every binary links with cc.
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
@@ -22,5 +24,12 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 # The eBPF programs: `cargo xtask build-ebpf` installs what it needs when missing (the nightly's
 # rust-src, bpf-linker 0.10.0) and writes the object the daemon's build embeds. Without it the
-# daemon still builds and runs, in sweep mode only.
-cargo xtask build-ebpf
+# daemon still builds and runs, in sweep mode only — but CI must test eBPF mode, so there a
+# failure here is fatal.
+if ! cargo xtask build-ebpf; then
+    if [ "${CI:-}" = "true" ]; then
+        echo "setup: building the eBPF programs failed (fatal under CI=true)" >&2
+        exit 1
+    fi
+    echo "setup: building the eBPF programs failed; the daemon will run in sweep mode only" >&2
+fi

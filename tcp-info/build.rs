@@ -35,19 +35,18 @@ fn git_commit() {
 fn ebpf_object() {
     println!("cargo::rustc-check-cfg=cfg(tcp_info_ebpf)");
     println!("cargo:rerun-if-env-changed=TCP_INFO_EBPF_OBJECT");
-    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
     let object = if let Some(path) = std::env::var_os("TCP_INFO_EBPF_OBJECT") {
         PathBuf::from(path)
-    } else {
+    } else if let Some(target) = target_dir() {
         // The directory `cargo xtask build-ebpf` writes to. Created if missing, because a
         // missing watched path would rerun this script (and rebuild the crate) every time.
-        let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| manifest.join("../target"), |d| manifest.join(d));
         let dir = target.join("ebpf");
         let _ = std::fs::create_dir_all(&dir);
         println!("cargo:rerun-if-changed={}", dir.display());
         dir.join("tcp-info-ebpf.o")
+    } else {
+        println!("cargo:warning=cannot locate the target directory: no eBPF object embedded");
+        return;
     };
     if object.is_file() {
         println!("cargo:rerun-if-changed={}", object.display());
@@ -59,4 +58,14 @@ fn ebpf_object() {
             object.display()
         );
     }
+}
+
+/// The target directory this build writes to, however it was chosen (default, `--target-dir`,
+/// `CARGO_TARGET_DIR`, `build.target-dir`): the nearest ancestor of `OUT_DIR`
+/// (`<target>/[<triple>/]<profile>/build/<package>-<hash>/out`) holding cargo's `CACHEDIR.TAG`.
+fn target_dir() -> Option<PathBuf> {
+    let out = PathBuf::from(std::env::var_os("OUT_DIR")?);
+    out.ancestors()
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+        .map(PathBuf::from)
 }

@@ -88,15 +88,20 @@ fn config() -> Config {
 
 fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
-        // SAFETY: a per-CPU slot: no other program touches it concurrently.
-        unsafe { *slot += 1 };
+        // SAFETY: a valid, aligned u64 map value of this CPU. Programs run with migration (not
+        // preemption) disabled, so a softirq program can interrupt another on the same CPU
+        // between this load and store and one increment is lost: these counters may undercount
+        // in that rare case. (`bpfel-unknown-none` has no atomic read-modify-write in `core`.)
+        unsafe { slot.write_volatile(slot.read_volatile() + 1) };
     }
 }
 
 /// Reads a `T` at `offset` bytes into the kernel object at `base`.
 fn read<T>(base: *const u8, offset: u32) -> Result<T, ()> {
+    // Plain address arithmetic: the pointer is the kernel's, not one Rust may assume in bounds.
+    let at = base.wrapping_add(offset as usize).cast::<T>();
     // SAFETY: bpf_probe_read_kernel checks the address; a failure is returned, not faulted.
-    unsafe { bpf_probe_read_kernel(base.add(offset as usize).cast::<T>()) }.map_err(|_| ())
+    unsafe { bpf_probe_read_kernel(at) }.map_err(|_| ())
 }
 
 fn cookie_of(sk: *const u8) -> u64 {
@@ -111,8 +116,10 @@ fn mark(sk: *const u8, hook: Hook, state: u8, always: bool) {
     let cookie = cookie_of(sk);
     // SAFETY: kernel time, no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: the value is copied out at once; a concurrent update can only make it stale.
-    if let Some(&last) = unsafe { LAST_MARK.get(cookie) } {
+    if let Some(slot) = LAST_MARK.get_ptr(cookie) {
+        // SAFETY: a valid, aligned map value; read once, volatile, because other CPUs update it
+        // concurrently (a stale value only moves one mark by an interval).
+        let last = unsafe { core::ptr::read_volatile(slot) };
         if last == IGNORED || (!always && now.wrapping_sub(last) < config().interval_ns) {
             return;
         }
@@ -199,10 +206,13 @@ fn describe(
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let newstate: i32 = ctx.arg(2);
-    if matches!(
-        newstate,
-        TCP_SYN_SENT | TCP_SYN_RECV | TCP_CLOSE | TCP_LISTEN
-    ) {
+    if newstate == TCP_CLOSE {
+        // A socket back in CLOSE may connect again (same cookie, another address): its next
+        // state change decides afresh whether it is watched or ignored.
+        let _ = LAST_MARK.remove(cookie_of(sk));
+        return 0;
+    }
+    if matches!(newstate, TCP_SYN_SENT | TCP_SYN_RECV | TCP_LISTEN) {
         return 0;
     }
     match read::<u16>(sk, config().offsets.sk_protocol) {

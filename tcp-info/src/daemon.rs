@@ -49,6 +49,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(10);
 const LOOKUP_RCVBUF: usize = 1 << 20;
 /// Sweeps that may wait for the pipeline before the sweep source blocks (upstream: 2).
 const SWEEP_QUEUE: usize = 2;
+/// Inputs of the eBPF source (a refresh per poll interval, and the rare sweep) that may wait
+/// for the pipeline before its rounds only merge marks: 80 ms at 10 ms.
+const EBPF_QUEUE: usize = 8;
 /// Short git commit baked in by `build.rs` (empty when unknown: the metric then reads 0).
 const GIT_COMMIT: &str = env!("TCP_INFO_GIT_COMMIT");
 
@@ -61,9 +64,18 @@ pub fn run(config: &Config) -> Result<()> {
             .with_context(|| format!("changing into the output directory {}", output.display()))?;
     }
     let metrics = Arc::new(Metrics::new(GIT_COMMIT).context("creating metrics")?);
+    // Without CAP_NET_ADMIN the destroy groups may be closed to us: run without the close
+    // source then, as upstream always does (connections end when a sweep misses them).
+    let destroy = match DestroyListener::open(DESTROY_RCVBUF) {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            tracing::warn!(error = %e, "no close source: short connections may be missed and final records may be stale");
+            None
+        }
+    };
     // Before anything announces the daemon as up: loading takes a few hundred milliseconds,
     // and connections made meanwhile would be seen only by the first sweep.
-    let programs = load_programs(config)?;
+    let programs = load_programs(config, destroy.is_some())?;
     release_freed_memory();
     let listen = config.listen_address.to_string();
     let server = metrics::serve(&listen, Arc::clone(&metrics))
@@ -92,15 +104,6 @@ pub fn run(config: &Config) -> Result<()> {
     );
 
     let diag = DiagSocket::open(config.rcvbuf).context("opening the sock_diag socket")?;
-    // Without CAP_NET_ADMIN the destroy groups may be closed to us: run without the close
-    // source then, as upstream always does (connections end when a sweep misses them).
-    let destroy = match DestroyListener::open(DESTROY_RCVBUF) {
-        Ok(listener) => Some(listener),
-        Err(e) => {
-            tracing::warn!(error = %e, "no close source: short connections may be missed and final records may be stale");
-            None
-        }
-    };
 
     // Exact queries get their own socket: a socket busy with a dump answers them with EBUSY
     // (SPEC §13.3).
@@ -155,7 +158,7 @@ pub fn run(config: &Config) -> Result<()> {
                 interval: config.poll_interval,
                 safety_interval: config.safety_sweep_interval,
                 reps: config.reps,
-                max_queued: SWEEP_QUEUE,
+                max_queued: EBPF_QUEUE,
                 netns,
             };
             thread::Builder::new().name("ebpf".into()).spawn(move || {
@@ -239,8 +242,15 @@ const SELF_NETNS: &str = "/proc/self/ns/net";
 /// Loads the eBPF programs if the mode asks for them, watching the daemon's own namespace;
 /// returns them with that namespace's inode. `--mode ebpf` fails with the reason they cannot
 /// run; `--mode auto` falls back to sweep mode after one log line naming it.
-fn load_programs(config: &Config) -> Result<Option<(Programs, u32)>> {
+///
+/// eBPF mode needs the close source: sock_diag cannot see a socket once it is in CLOSE, so a
+/// connection's final record, and any connection shorter than a poll interval, comes only from
+/// its destroy notification.
+fn load_programs(config: &Config, close_source: bool) -> Result<Option<(Programs, u32)>> {
     let load = || -> Result<(Programs, u32), EbpfError> {
+        if !close_source {
+            return Err(EbpfError::NoCloseSource);
+        }
         let netns = ebpf::netns_inode(Path::new(SELF_NETNS))?;
         Ok((
             Programs::load(config.poll_interval, &[netns], config.exclude_local)?,
@@ -355,7 +365,10 @@ fn run_pipeline(
             Ok(Input::Refreshed {
                 payloads,
                 timestamp,
-            }) => observer.refreshed(&payloads, timestamp, Instant::now()),
+            }) => {
+                observer.refreshed(&payloads, timestamp, Instant::now());
+                queued.fetch_sub(1, Ordering::AcqRel);
+            }
             Ok(Input::Destroyed {
                 payloads,
                 timestamp,

@@ -9,6 +9,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tcp_info::inetdiag::{InetDiagMsg, state};
@@ -16,10 +17,19 @@ use tcp_info::record::ArchivalRecord;
 use tcp_info_tests::daemon::run_to_exit;
 use tcp_info_tests::exposition::{self, Exposition};
 use tcp_info_tests::sockets::http_get;
-use tcp_info_tests::{Daemon, Setup, archive, traffic};
+use tcp_info_tests::{Daemon, Setup, archive, traffic, wait_for};
 
 /// Safety-net sweeps effectively off: only the one at start-up runs.
 const NO_SAFETY_NET: &str = "--safety-sweep-interval=1h";
+
+/// The tests of this file run one at a time: several measure timing (records per poll, lag
+/// behind an event) that a two-core machine busy with the others' thousand connections and bulk
+/// flows could not give them.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 fn start_ebpf(setup: &Setup, extra: &[&str]) -> Daemon {
     let mut args = vec!["--mode=ebpf", NO_SAFETY_NET, "--flush-interval=200ms"];
@@ -81,6 +91,7 @@ fn flow(
 /// interval's resolution from marks alone: at least 80 records per second at 10 ms.
 #[test]
 fn bulk_flows_are_recorded_every_poll_interval_from_marks_alone() {
+    let _serial = one_at_a_time();
     let Some(setup) = Setup::new("ebpfbulk") else {
         return;
     };
@@ -140,6 +151,7 @@ fn bulk_flows_are_recorded_every_poll_interval_from_marks_alone() {
 /// bound meaningful on a loaded two-core machine.)
 #[test]
 fn open_state_change_and_close_are_recorded_within_two_poll_intervals() {
+    let _serial = one_at_a_time();
     let Some(setup) = Setup::new("ebpflife") else {
         return;
     };
@@ -198,9 +210,12 @@ fn open_state_change_and_close_are_recorded_within_two_poll_intervals() {
 /// Test 3: a thousand established, idle connections cost no exact query at all.
 #[test]
 fn a_thousand_idle_connections_cause_no_exact_queries() {
+    let _serial = one_at_a_time();
     let Some(setup) = Setup::new("ebpfidle") else {
         return;
     };
+    // Two thousand sockets in this process: more than a default soft limit of 1024.
+    raise_nofile();
     let mut daemon = start_ebpf(&setup, &[]);
     let listener = setup.net.listen().unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -210,13 +225,19 @@ fn a_thousand_idle_connections_cause_no_exact_queries() {
         let (server, _, _) = traffic::accept(&listener).unwrap();
         held.push((client, server));
     }
-    // Established, marked, queried, followed up.
-    std::thread::sleep(Duration::from_secs(1));
-    let before = scrape(&setup, &mut daemon);
-    std::thread::sleep(Duration::from_secs(3));
-    let after = scrape(&setup, &mut daemon);
+    // Established, marked, queried, followed up: wait until the counters hold still.
     let queries = |m: &Exposition| total(m, "tcpinfo_exact_queries_total", &[]);
     let marks = |m: &Exposition| total(m, "tcpinfo_ebpf_marks_total", &[]);
+    let mut last = (u64::MAX, u64::MAX);
+    let before = wait_for(Duration::from_secs(20), "counters at rest", || {
+        std::thread::sleep(Duration::from_millis(500));
+        let m = scrape(&setup, &mut daemon);
+        let now = (queries(&m), marks(&m));
+        Ok((std::mem::replace(&mut last, now) == now).then_some(m))
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = scrape(&setup, &mut daemon);
     assert!(
         total(&before, "tcpinfo_flow_events_total", &[("event", "open")]) >= 1000,
         "every connection was recorded"
@@ -234,6 +255,7 @@ fn a_thousand_idle_connections_cause_no_exact_queries() {
 /// Test 4: connections in a namespace the daemon does not watch cause no marks, even busy ones.
 #[test]
 fn connections_in_an_unwatched_namespace_cause_no_marks() {
+    let _serial = one_at_a_time();
     let Some(setup) = Setup::new("ebpfother") else {
         return;
     };
@@ -272,6 +294,21 @@ fn connections_in_an_unwatched_namespace_cause_no_marks() {
         archive::archive_files(&setup.output()).unwrap().is_empty(),
         "nothing of the other namespace is archived"
     );
+    // The control: the same flow into the watched namespace is marked.
+    let listener = setup.net.listen().unwrap();
+    let client = setup
+        .net
+        .connect(listener.local_addr().unwrap().port())
+        .unwrap();
+    let (server, _, _) = traffic::accept(&listener).unwrap();
+    flow(client, server, Duration::from_secs(1)).join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let watched = scrape(&setup, &mut daemon);
+    assert!(
+        total(&watched, "tcpinfo_ebpf_marks_total", &[])
+            > total(&after, "tcpinfo_ebpf_marks_total", &[]),
+        "the watched namespace's flow was not marked: the programs mark nothing at all"
+    );
 }
 
 /// Test 5: without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (dropped from the bounding set),
@@ -279,10 +316,18 @@ fn connections_in_an_unwatched_namespace_cause_no_marks() {
 /// connection with its exact final counters; `--mode ebpf` exits non-zero with the reason.
 #[test]
 fn auto_falls_back_to_sweep_when_ebpf_cannot_load() {
+    let _serial = one_at_a_time();
     let Some(setup) = Setup::new("ebpfdrop") else {
         return;
     };
-    let drop_caps = ["setpriv", "--bounding-set=-bpf,-perfmon,-sys_admin", "--"];
+    // Out of the bounding set and, should the runner have any, the inheritable set: a root
+    // process's capabilities after exec come from both.
+    let drop_caps = [
+        "setpriv",
+        "--inh-caps=-all",
+        "--bounding-set=-bpf,-perfmon,-sys_admin",
+        "--",
+    ];
     let mut daemon = setup
         .start_wrapped(&drop_caps, &["--mode=auto"], &[])
         .unwrap();
@@ -329,4 +374,18 @@ fn auto_falls_back_to_sweep_when_ebpf_cannot_load() {
         stderr.contains("eBPF mode (--mode ebpf) cannot run"),
         "{stderr}"
     );
+}
+
+/// Raises this process's soft descriptor limit to its hard limit.
+fn raise_nofile() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit with a valid, initialised struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit), 0);
+    }
 }

@@ -18,6 +18,8 @@ use crate::workspace_root;
 pub const NIGHTLY: &str = "nightly";
 /// The bpf-linker release that works with the nightly's LLVM (22).
 pub const BPF_LINKER_VERSION: &str = "0.10.0";
+/// The LLVM major version of the checked nightly, which bpf-linker 0.10 loads.
+const CHECKED_LLVM: &str = "22";
 /// The eBPF target.
 pub const TARGET: &str = "bpfel-unknown-none";
 /// The package holding the programs.
@@ -31,12 +33,31 @@ pub struct BuildEbpfArgs {
     pub no_install: bool,
 }
 
-/// Where the object goes: `$CARGO_TARGET_DIR/ebpf` or `<workspace>/target/ebpf`.
-pub fn object_path() -> PathBuf {
-    let root = workspace_root();
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |d| root.join(d));
+/// Where the object goes: `<target>/ebpf/tcp-info-ebpf.o`, where the daemon's build script
+/// looks for it.
+pub fn object_path(target: &Path) -> PathBuf {
     target.join("ebpf").join("tcp-info-ebpf.o")
+}
+
+/// The workspace's target directory as cargo resolves it (`CARGO_TARGET_DIR`,
+/// `build.target-dir`, or `<workspace>/target`).
+fn target_dir(root: &Path) -> anyhow::Result<PathBuf> {
+    let out = clean_command("cargo")
+        .current_dir(root)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .context("running cargo metadata")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
+    meta.get("target_directory")
+        .and_then(serde_json::Value::as_str)
+        .map(PathBuf::from)
+        .context("cargo metadata has no target_directory")
 }
 
 /// Builds the object; returns its path.
@@ -61,19 +82,12 @@ pub fn run(args: &BuildEbpfArgs) -> anyhow::Result<PathBuf> {
     if !status.success() {
         bail!("building {PACKAGE} failed ({status})");
     }
-    let built = cargo_target_dir(&root)
-        .join(TARGET)
-        .join("release")
-        .join(PACKAGE);
-    let object = object_path();
+    let target = target_dir(&root)?;
+    let built = target.join(TARGET).join("release").join(PACKAGE);
+    let object = object_path(&target);
     install_if_changed(&built, &object)?;
     eprintln!("build-ebpf: {}", object.display());
     Ok(object)
-}
-
-/// The target directory cargo uses for this workspace.
-fn cargo_target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |d| root.join(d))
 }
 
 /// Copies `from` to `to` unless `to` already has the same bytes, so that the daemon is not
@@ -92,8 +106,9 @@ fn install_if_changed(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A command without the variables the outer `cargo xtask` (stable) set, so that the nightly
-/// cargo and rustc choose their own toolchain.
+/// A command without the variables the outer `cargo xtask` (stable) or the caller's
+/// environment set for host builds, so that the nightly cargo and rustc choose their own
+/// toolchain and flags.
 fn clean_command(program: &str) -> Command {
     let mut cmd = Command::new(program);
     for var in [
@@ -101,6 +116,10 @@ fn clean_command(program: &str) -> Command {
         "RUSTC",
         "RUSTDOC",
         "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
         "CARGO",
     ] {
         cmd.env_remove(var);
@@ -124,6 +143,9 @@ fn ensure_toolchain(no_install: bool) -> anyhow::Result<()> {
             .arg(format!("+{NIGHTLY}"))
             .arg("--print=sysroot"),
     );
+    if nightly.is_some() {
+        check_llvm()?;
+    }
     match nightly {
         None => missing.push((
             "the nightly toolchain with rust-src",
@@ -166,6 +188,28 @@ fn ensure_toolchain(no_install: bool) -> anyhow::Result<()> {
     }
     if no_install && !missing.is_empty() {
         bail!("missing tools (see above); rerun without --no-install to install them");
+    }
+    Ok(())
+}
+
+/// bpf-linker 0.10 links with the nightly's own LLVM and was checked with LLVM 22: a nightly
+/// with another major version may produce objects it cannot read, so say so plainly.
+fn check_llvm() -> anyhow::Result<()> {
+    let Some(version) = succeeds(clean_command("rustc").arg(format!("+{NIGHTLY}")).arg("-vV"))
+    else {
+        return Ok(());
+    };
+    let llvm = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .unwrap_or("unknown");
+    if !llvm.starts_with(&format!("{CHECKED_LLVM}.")) {
+        bail!(
+            "the {NIGHTLY} toolchain uses LLVM {llvm}; bpf-linker {BPF_LINKER_VERSION} was checked \
+             with LLVM {CHECKED_LLVM} (nightly 1.97, 2026-05-19): install that nightly \
+             (`rustup toolchain install nightly-2026-05-19 --component rust-src`) and make it \
+             the `{NIGHTLY}` toolchain, or see DEVELOPERS.md"
+        );
     }
     Ok(())
 }

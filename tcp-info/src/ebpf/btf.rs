@@ -16,21 +16,27 @@ use thiserror::Error;
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 const MAGIC: u16 = 0xEB9F;
+/// Anonymous structs and unions nested deeper than this are not searched.
+const MAX_NESTING: u32 = 16;
 const HEADER_LEN: usize = 24;
 
 // BTF kinds (include/uapi/linux/btf.h).
 const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
 const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
+const KIND_FWD: u32 = 7;
 const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC: u32 = 12;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
+const KIND_FLOAT: u32 = 16;
 const KIND_DECL_TAG: u32 = 17;
 const KIND_TYPE_TAG: u32 = 18;
 const KIND_ENUM64: u32 = 19;
@@ -177,11 +183,17 @@ impl Btf {
                         KIND_ARRAY => 12,
                         KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
                         KIND_DATASEC | KIND_ENUM64 => vlen * 12,
-                        _ => 0,
+                        KIND_PTR | KIND_FWD | KIND_FUNC | KIND_FLOAT => 0,
+                        // A kind this parser does not know: its trailing data has an unknown
+                        // size, so nothing after it could be read correctly.
+                        _ => return Err(BtfError::Malformed("unknown type kind")),
                     };
                     Type::Other
                 }
             };
+            if at > type_section.len() {
+                return Err(BtfError::Malformed("truncated type"));
+            }
             types.push(ty);
         }
         let mut btf = Self {
@@ -218,8 +230,9 @@ impl Btf {
     }
 
     /// Finds `name` among the members of composite `id`, looking inside anonymous struct and
-    /// union members too; returns its offset in bits and its member record.
-    fn find(&self, id: u32, name: &str) -> Option<(u32, Member)> {
+    /// union members too (at most `depth` levels: malformed BTF could nest them in a cycle);
+    /// returns its offset in bits and its member record.
+    fn find(&self, id: u32, name: &str, depth: u32) -> Option<(u32, Member)> {
         let Some(Type::Composite { members, .. }) = self.resolve(id) else {
             return None;
         };
@@ -228,8 +241,10 @@ impl Btf {
                 if self.string(m.name) == name {
                     return Some((m.bits, *m));
                 }
-            } else if let Some((bits, found)) = self.find(m.type_id, name) {
-                return Some((m.bits + bits, found));
+            } else if depth > 0
+                && let Some((bits, found)) = self.find(m.type_id, name, depth - 1)
+            {
+                return Some((m.bits.checked_add(bits)?, found));
             }
         }
         None
@@ -245,14 +260,18 @@ impl Btf {
         let mut bits = 0;
         let mut on = name.to_owned();
         for member in path {
-            let (offset, found) = self.find(id, member).ok_or_else(|| BtfError::NoMember {
-                on: on.clone(),
-                member: (*member).to_owned(),
-            })?;
+            let (offset, found) =
+                self.find(id, member, MAX_NESTING)
+                    .ok_or_else(|| BtfError::NoMember {
+                        on: on.clone(),
+                        member: (*member).to_owned(),
+                    })?;
             if found.bitfield || offset % 8 != 0 {
                 return Err(BtfError::Bitfield(format!("{name}.{}", path.join("."))));
             }
-            bits += offset;
+            bits = offset
+                .checked_add(bits)
+                .ok_or(BtfError::Malformed("member offset overflows"))?;
             id = found.type_id;
             on = format!("{on}.{member}");
         }
@@ -273,7 +292,8 @@ impl Btf {
             local_v6: common("skc_v6_rcv_saddr")?,
             remote_v6: common("skc_v6_daddr")?,
             bound_if: common("skc_bound_dev_if")?,
-            // possible_net_t wraps the pointer (absent without CONFIG_NET_NS: then no netns).
+            // possible_net_t wraps the pointer; without CONFIG_NET_NS it is empty and the
+            // load fails with that member's name (auto mode then sweeps).
             net: sock(&["__sk_common", "skc_net", "net"])?,
             net_inum: self.offset("net", &["ns", "inum"])?,
             pad: 0,
@@ -377,6 +397,30 @@ mod tests {
         let mut lying = sample();
         lying[20..24].copy_from_slice(&u32::MAX.to_ne_bytes());
         assert!(Btf::parse(&lying).is_err());
+        // A type kind from the future (31): its size is unknown, so the rest cannot be read.
+        let mut future = sample();
+        let info_of_int = HEADER_LEN + 4;
+        future[info_of_int + 3] = 31;
+        assert!(matches!(
+            Btf::parse(&future),
+            Err(BtfError::Malformed("unknown type kind"))
+        ));
+    }
+
+    /// An anonymous member whose type is its own struct: the search stops, no stack overflow.
+    #[test]
+    fn cyclic_anonymous_members_end_the_search() {
+        let mut data = sample();
+        // Make the anonymous union (type 3)'s first member (anonymous, type 2) point at type 3.
+        let union_first_member_type = HEADER_LEN + 4 * (4 + 3 + 6 + 3) + 4;
+        data[union_first_member_type..union_first_member_type + 4]
+            .copy_from_slice(&3u32.to_ne_bytes());
+        let btf = Btf::parse(&data).unwrap();
+        assert!(matches!(
+            btf.offset("outer", &["x"]),
+            Err(BtfError::NoMember { .. })
+        ));
+        assert_eq!(btf.offset("outer", &["z"]).unwrap(), 8);
     }
 
     /// The running kernel's layout (Linux 6.18 on the project's machines): the offsets the

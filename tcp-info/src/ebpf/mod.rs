@@ -63,6 +63,12 @@ pub enum EbpfError {
         #[source]
         source: MapError,
     },
+    /// The close source is unavailable (joining the destroy groups needs CAP_NET_ADMIN).
+    #[error(
+        "no close source (the sock_diag destroy groups need CAP_NET_ADMIN): eBPF mode relies on \
+         it for final records and for connections shorter than a poll interval"
+    )]
+    NoCloseSource,
     /// The watched namespace could not be identified.
     #[error("network namespace {path}: {source}")]
     Netns {

@@ -52,10 +52,12 @@ impl ExactTarget {
     /// that socket only if its cookie matches (when the target has one) and its state is one
     /// the sweeps list (`idiag_states` 0xF37). A `TIME_WAIT` entry inherits the cookie of the
     /// socket it replaced, so it means the socket is gone; any other cookie or state is a
-    /// mismatch, never archived under this target.
+    /// mismatch, never archived under this target. Only `ENOENT` (no such tuple, or its cookie
+    /// differs) means gone; another errno says nothing about the socket.
     pub fn check<'a>(&self, outcome: &'a ExactOutcome) -> Checked<'a> {
         let payload = match outcome {
-            ExactOutcome::Gone(_) => return Checked::Gone,
+            ExactOutcome::Gone(libc::ENOENT) => return Checked::Gone,
+            ExactOutcome::Gone(errno) => return Checked::Failed(*errno),
             ExactOutcome::Found(payload) => payload.as_slice(),
         };
         let Ok(idm) = InetDiagMsg::new(payload) else {
@@ -86,6 +88,8 @@ pub enum Checked<'a> {
     Gone,
     /// The reply is some other socket or state; it must not be archived under this target.
     Mismatch,
+    /// The query failed with this errno (not `ENOENT`): nothing is known about the socket.
+    Failed(i32),
 }
 
 /// The answer for one target.
@@ -524,6 +528,10 @@ mod tests {
         assert_eq!(
             targets[0].check(&ExactOutcome::Gone(libc::ENOENT)),
             Checked::Gone
+        );
+        assert_eq!(
+            targets[0].check(&ExactOutcome::Gone(libc::ENOMEM)),
+            Checked::Failed(libc::ENOMEM)
         );
         drop((v4, v6));
     }

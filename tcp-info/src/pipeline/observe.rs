@@ -24,8 +24,10 @@ const TOMBSTONE_TTL: Duration = Duration::from_secs(120);
 
 /// How long the cookie of a connection closed *without* its destroy notification is
 /// remembered, so that a late notification (a socket an application keeps in CLOSE, which no
-/// sock_diag query can see) cannot reopen it: no second Open, file or Close for one UUID.
-const CLOSED_WITHOUT_DESTROY_TTL: Duration = Duration::from_secs(3600);
+/// sock_diag query can see) cannot reopen it: no second Open, file or Close for one UUID. A
+/// day: such closes are rare (a lost notification, a socket held in CLOSE for longer than the
+/// close grace) and an entry costs a few dozen bytes.
+const CLOSED_WITHOUT_DESTROY_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Why a cookie is remembered after its connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -443,8 +445,9 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
 
     /// Of the connections about to be closed because the sweeps stopped listing them, keeps
     /// those an exact query still finds in a listed state (recording what it found, as a sweep
-    /// would) and returns the others. Without a lookup, or if the query fails, all are
-    /// returned: closing is upstream's behaviour.
+    /// would) and those it could not ask about (the query failed: they wait for the next
+    /// sweep), and returns the others. Without a lookup all are returned: closing is upstream's
+    /// behaviour.
     fn confirm_gone(&mut self, gone: Vec<(u64, Timestamp)>, now: Instant) -> Vec<(u64, Timestamp)> {
         let Some(lookup) = self.lookup.as_mut() else {
             return gone;
@@ -466,15 +469,16 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
         }
         let mut replies: Vec<ExactReply> = Vec::with_capacity(queried.len());
         if let Err(e) = lookup.lookup(&queried, &mut replies) {
-            tracing::warn!(error = %e, "exact queries confirming closes failed");
+            tracing::warn!(error = %e, "exact queries confirming closes failed; retried next sweep");
         }
         let timestamp = Timestamp::now();
+        // Kept unless a reply says gone: a connection nobody could ask about stays open.
+        let mut keep: Vec<bool> = targets.iter().map(Option::is_some).collect();
         let unanswered = queried.len().saturating_sub(replies.len());
         self.metrics
             .exact_queries
             .get(ExactQueryOutcome::Error)
             .inc_by(unanswered as u64);
-        let mut alive = vec![false; gone.len()];
         for reply in &replies {
             let (Some(&slot), Some(target)) = (slots.get(reply.index), queried.get(reply.index))
             else {
@@ -482,19 +486,26 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
             };
             let outcome = match target.check(&reply.outcome) {
                 Checked::Live(payload) => {
-                    alive[slot] = self
+                    keep[slot] = self
                         .observe(payload, timestamp, Source::Confirm, now)
                         .is_some();
                     ExactQueryOutcome::Found
                 }
-                Checked::Gone => ExactQueryOutcome::NotFound,
-                Checked::Mismatch => ExactQueryOutcome::Mismatch,
+                Checked::Gone => {
+                    keep[slot] = false;
+                    ExactQueryOutcome::NotFound
+                }
+                Checked::Mismatch => {
+                    keep[slot] = false;
+                    ExactQueryOutcome::Mismatch
+                }
+                Checked::Failed(_) => ExactQueryOutcome::Error,
             };
             self.metrics.exact_queries.get(outcome).inc();
         }
         gone.into_iter()
-            .zip(alive)
-            .filter_map(|(g, alive)| (!alive).then_some(g))
+            .zip(keep)
+            .filter_map(|(g, keep)| (!keep).then_some(g))
             .collect()
     }
 

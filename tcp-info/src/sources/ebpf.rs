@@ -5,8 +5,12 @@
 //!
 //! - **Follow-up.** The kernel rate-limits marks, so a burst of segments right after a mark is
 //!   not marked again. Every socket found through a mark is therefore queried once more in the
-//!   next round: that query, at least an interval after the mark, sees the end of the burst.
-//!   A steadily busy socket is marked every interval anyway; an idle one costs nothing.
+//!   first round at least an interval after its last mark: that query sees the end of the
+//!   burst. A steadily busy socket is marked every interval anyway; an idle one costs nothing.
+//! - **Back-pressure.** Replies go to the pipeline as [`Input::Refreshed`], counted in `queued`
+//!   like sweeps. While the pipeline is `max_queued` inputs behind, rounds still drain the ring
+//!   buffer (so that no mark is lost) but only merge the marks by socket; the queries are made
+//!   once the pipeline has caught up, one per socket however many marks it got meanwhile.
 //! - **Safety net.** Full sweeps still run, rarely (`safety_interval`), and first at start-up so
 //!   that connections that exist before the daemon (and never change) are recorded. They catch
 //!   what marks cannot: connections that stay in SYN_SENT, and changes a lost mark (ring buffer
@@ -18,7 +22,7 @@ use super::sweep::{DumpSizes, sweep_once};
 use crate::ebpf::{KernelCounters, Programs};
 use crate::inetdiag;
 use crate::metrics::{ExactQueryOutcome, KernelDrop, Metrics, SweepKind};
-use crate::netlink::{Checked, DiagSocket, ExactReply, ExactTarget, Family, Payloads};
+use crate::netlink::{Checked, DiagSocket, ExactReply, ExactStats, ExactTarget, Family, Payloads};
 use crate::record::Timestamp;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -40,30 +44,34 @@ pub struct EbpfConfig {
     pub safety_interval: Duration,
     /// Rounds to run; 0 = until stopped.
     pub reps: u64,
-    /// Sweeps that may wait for the pipeline (see the sweep source).
+    /// Inputs (refreshes and sweeps) that may wait for the pipeline; beyond, rounds only merge
+    /// marks.
     pub max_queued: usize,
     /// The inode of the watched network namespace: marks from others are ignored.
     pub netns: u32,
 }
 
-/// A socket to query this round.
+/// A socket to query.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     target: ExactTarget,
-    /// When it was marked (`CLOCK_MONOTONIC` ns), `None` for a follow-up.
-    marked_ns: Option<u64>,
+    /// Its first and last marks since its last query (`CLOCK_MONOTONIC` ns), `None` for a
+    /// follow-up.
+    marked_ns: Option<(u64, u64)>,
 }
 
 /// The state kept between rounds, with buffers reused from one round to the next.
 #[derive(Debug, Default)]
 struct Refresher {
     marks: Vec<Mark>,
+    /// Sockets to query, by cookie; kept across rounds while the pipeline is behind.
     pending: HashMap<u64, Pending>,
     order: Vec<(u64, Pending)>,
     targets: Vec<ExactTarget>,
     replies: Vec<ExactReply>,
-    /// Sockets found through a mark in the last round, queried once more in this one.
-    follow_ups: Vec<(u64, ExactTarget)>,
+    /// Sockets found through a mark, to query once more when their follow-up is due
+    /// (`CLOCK_MONOTONIC` ns: an interval after their last mark).
+    follow_ups: HashMap<u64, (ExactTarget, u64)>,
     counters: KernelCounters,
 }
 
@@ -84,9 +92,19 @@ pub fn run(
     let (mut next, mut next_safety, mut next_counters) = (start, start, start);
     let mut rounds = 0u64;
     let mut last_round_end: Option<Instant> = None;
+    let interval_ns = u64::try_from(config.interval.as_nanos()).unwrap_or(u64::MAX);
     while !stop.load(Ordering::Relaxed) {
-        if let Some(payloads) = state.round(&mut programs, &mut socket, config.netns, metrics) {
+        let behind = queued.load(Ordering::Acquire) >= config.max_queued;
+        let round = state.round(
+            &mut programs,
+            &mut socket,
+            config.netns,
+            interval_ns,
+            behind,
+        );
+        if let Some(payloads) = round.report(metrics) {
             let timestamp = Timestamp::now();
+            queued.fetch_add(1, Ordering::AcqRel);
             if tx
                 .send(Input::Refreshed {
                     payloads,
@@ -133,25 +151,19 @@ pub fn run(
 }
 
 impl Refresher {
-    /// One round: drain, de-duplicate, add follow-ups, query, check. Returns the live sockets'
-    /// records, `None` if there was nothing to query or the query failed.
+    /// One round: drain and merge the marks; unless the pipeline is `behind`, add the due
+    /// follow-ups, query every pending socket and check the replies.
     fn round(
         &mut self,
         programs: &mut Programs,
         socket: &mut DiagSocket,
         netns: u32,
-        metrics: &Metrics,
-    ) -> Option<Payloads> {
+        interval_ns: u64,
+        behind: bool,
+    ) -> Round {
+        let mut round = Round::default();
         self.marks.clear();
-        let (read, malformed) = programs.drain(&mut self.marks);
-        metrics.marks.inc_by(read as u64);
-        if malformed > 0 {
-            tracing::warn!(
-                malformed,
-                "ring buffer records of an unexpected size skipped"
-            );
-        }
-        self.pending.clear();
+        (round.marks, round.malformed) = programs.drain(&mut self.marks);
         for mark in &self.marks {
             if mark.netns != netns {
                 continue;
@@ -159,20 +171,30 @@ impl Refresher {
             let Some(target) = target_of(mark) else {
                 continue;
             };
-            // The first mark of the round is the one whose latency counts.
-            self.pending.entry(mark.cookie).or_insert(Pending {
+            let at = mark.marked_ns;
+            let entry = self.pending.entry(mark.cookie).or_insert(Pending {
                 target,
-                marked_ns: Some(mark.marked_ns),
+                marked_ns: None,
             });
+            entry.target = target;
+            entry.marked_ns = Some(entry.marked_ns.map_or((at, at), |(first, _)| (first, at)));
         }
-        for (cookie, target) in self.follow_ups.drain(..) {
+        if behind {
+            return round;
+        }
+        let now_ns = monotonic_ns();
+        self.follow_ups.retain(|&cookie, &mut (target, due)| {
+            if due > now_ns {
+                return true;
+            }
             self.pending.entry(cookie).or_insert(Pending {
                 target,
                 marked_ns: None,
             });
-        }
+            false
+        });
         if self.pending.is_empty() {
-            return None;
+            return round;
         }
         self.order.clear();
         self.order.extend(self.pending.drain());
@@ -180,50 +202,40 @@ impl Refresher {
         self.targets
             .extend(self.order.iter().map(|(_, p)| p.target));
         self.replies.clear();
-        let queries = &metrics.exact_queries;
         match socket.query_exact(&self.targets, &mut self.replies) {
-            Ok(stats) => {
-                if stats.batches > 0 {
-                    metrics
-                        .exact_batch_size
-                        .observe(stats.requests as f64 / stats.batches as f64);
-                }
-                let resent = stats.requests.saturating_sub(self.targets.len());
-                queries.get(ExactQueryOutcome::Lost).inc_by(resent as u64);
-            }
+            Ok(stats) => round.stats = Some(stats),
             Err(e) => {
                 tracing::warn!(error = %e, targets = self.targets.len(), "exact queries failed");
-                queries
-                    .get(ExactQueryOutcome::Error)
-                    .inc_by(self.targets.len() as u64);
+                round.failed = self.targets.len();
                 // Asked again next round.
-                self.follow_ups
-                    .extend(self.order.iter().map(|(cookie, p)| (*cookie, p.target)));
-                return None;
+                self.pending.extend(self.order.drain(..));
+                return round;
             }
         }
+        round.targets = self.targets.len();
         let now_ns = monotonic_ns();
         let mut payloads = Payloads::with_capacity(self.replies.len(), self.replies.len() * 1024);
         for reply in &self.replies {
             let Some(&(cookie, pending)) = self.order.get(reply.index) else {
                 continue;
             };
-            let outcome = match pending.target.check(&reply.outcome) {
+            match pending.target.check(&reply.outcome) {
                 Checked::Live(payload) => {
                     payloads.push(payload);
-                    if let Some(marked) = pending.marked_ns {
-                        let latency = now_ns.saturating_sub(marked);
-                        metrics.mark_latency.observe(latency as f64 / 1e9);
-                        self.follow_ups.push((cookie, pending.target));
+                    round.found += 1;
+                    if let Some((first, last)) = pending.marked_ns {
+                        round.latencies.push(now_ns.saturating_sub(first));
+                        let due = last.saturating_add(interval_ns);
+                        self.follow_ups.insert(cookie, (pending.target, due));
                     }
-                    ExactQueryOutcome::Found
                 }
-                Checked::Gone => ExactQueryOutcome::NotFound,
-                Checked::Mismatch => ExactQueryOutcome::Mismatch,
-            };
-            queries.get(outcome).inc();
+                Checked::Gone => round.gone += 1,
+                Checked::Mismatch => round.mismatched += 1,
+                Checked::Failed(_) => round.failed += 1,
+            }
         }
-        Some(payloads)
+        round.payloads = Some(payloads);
+        round
     }
 
     /// Adds what the kernel-side counters gained since the last read to the metrics.
@@ -253,6 +265,59 @@ impl Refresher {
             );
         }
         self.counters = now;
+    }
+}
+
+/// What one round did, for the metrics.
+#[derive(Debug, Default)]
+struct Round {
+    marks: usize,
+    malformed: usize,
+    /// Sockets queried.
+    targets: usize,
+    stats: Option<ExactStats>,
+    found: u64,
+    gone: u64,
+    mismatched: u64,
+    failed: usize,
+    /// Mark-to-reply times (ns) of the marked sockets found.
+    latencies: Vec<u64>,
+    /// The live sockets' records, if queries were made.
+    payloads: Option<Payloads>,
+}
+
+impl Round {
+    /// Counts the round in the metrics; returns the records to send.
+    fn report(self, metrics: &Metrics) -> Option<Payloads> {
+        metrics.marks.inc_by(self.marks as u64);
+        if self.malformed > 0 {
+            tracing::warn!(
+                malformed = self.malformed,
+                "ring buffer records of an unexpected size skipped"
+            );
+        }
+        let queries = &metrics.exact_queries;
+        if let Some(stats) = self.stats {
+            if stats.batches > 0 {
+                metrics
+                    .exact_batch_size
+                    .observe(stats.requests as f64 / stats.batches as f64);
+            }
+            let resent = stats.requests.saturating_sub(self.targets);
+            queries.get(ExactQueryOutcome::Lost).inc_by(resent as u64);
+        }
+        queries.get(ExactQueryOutcome::Found).inc_by(self.found);
+        queries.get(ExactQueryOutcome::NotFound).inc_by(self.gone);
+        queries
+            .get(ExactQueryOutcome::Mismatch)
+            .inc_by(self.mismatched);
+        queries
+            .get(ExactQueryOutcome::Error)
+            .inc_by(self.failed as u64);
+        for ns in self.latencies {
+            metrics.mark_latency.observe(ns as f64 / 1e9);
+        }
+        self.payloads.filter(|p| !p.is_empty())
     }
 }
 

@@ -7,7 +7,7 @@
 //! sums over the tree at one instant; a background [`Sampler`] keeps their peaks.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -63,6 +63,14 @@ fn parse_system_busy(line: &str) -> Option<u64> {
     // user nice system idle iowait irq softirq steal [guest guest_nice]
     let get = |i: usize| v.get(i).copied();
     Some(get(0)? + get(1)? + get(2)? + get(5)? + get(6)? + get(7).unwrap_or(0))
+}
+
+/// CPU time of the calling thread, nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(0, |t| {
+        u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000
+            + u64::try_from(t.tv_nsec()).unwrap_or(0)
+    })
 }
 
 /// Clock ticks per second (`_SC_CLK_TCK`).
@@ -127,8 +135,15 @@ pub fn tree_pids(root: i32) -> Vec<(i32, ProcStat)> {
     out
 }
 
-/// Samples the tree rooted at `root` now. An exited root gives an all-zero sample.
+/// Samples the tree rooted at `root` now, descriptors included. An exited root gives an
+/// all-zero sample.
 pub fn sample_tree(root: i32) -> TreeSample {
+    sample_tree_with(root, true)
+}
+
+/// [`sample_tree`], counting descriptors only if `fds` (listing `/proc/<pid>/fd` of a daemon
+/// with 20 000 open files costs milliseconds of the sampler's CPU each time).
+fn sample_tree_with(root: i32, fds: bool) -> TreeSample {
     let page = page_size();
     let mut s = TreeSample::default();
     for (pid, st) in tree_pids(root) {
@@ -143,7 +158,7 @@ pub fn sample_tree(root: i32) -> TreeSample {
         {
             s.rss_bytes += resident * page;
         }
-        if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        if fds && let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
             s.fds += rd.count();
         }
     }
@@ -168,6 +183,7 @@ pub struct Peaks {
 impl Peaks {
     fn absorb(&mut self, s: &TreeSample) {
         self.rss_bytes = self.rss_bytes.max(s.rss_bytes);
+        // A sample that did not count descriptors has 0, which max ignores.
         self.procs = self.procs.max(s.procs);
         self.threads = self.threads.max(s.threads);
         self.fds = self.fds.max(s.fds);
@@ -175,10 +191,15 @@ impl Peaks {
     }
 }
 
-/// A background thread sampling a process tree and keeping the peaks.
+/// Descriptors are counted every this many samples (about once a second at 100 ms).
+const FD_EVERY: u64 = 10;
+
+/// A background thread sampling a process tree and keeping the peaks. It reports its own CPU
+/// time, so that the system-wide figure of a trial can leave the measurement out.
 pub struct Sampler {
     stop: Arc<AtomicBool>,
     peaks: Arc<Mutex<Peaks>>,
+    cpu_ns: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -187,14 +208,19 @@ impl Sampler {
     pub fn start(root: i32, interval: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let peaks = Arc::new(Mutex::new(Peaks::default()));
+        let cpu_ns = Arc::new(AtomicU64::new(0));
         let thread = {
-            let (stop, peaks) = (Arc::clone(&stop), Arc::clone(&peaks));
+            let (stop, peaks, cpu_ns) =
+                (Arc::clone(&stop), Arc::clone(&peaks), Arc::clone(&cpu_ns));
             std::thread::spawn(move || {
+                let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let s = sample_tree(root);
+                    let s = sample_tree_with(root, n.is_multiple_of(FD_EVERY));
+                    n += 1;
                     if let Ok(mut p) = peaks.lock() {
                         p.absorb(&s);
                     }
+                    cpu_ns.store(thread_cpu_ns(), Ordering::Relaxed);
                     std::thread::sleep(interval);
                 }
             })
@@ -202,8 +228,14 @@ impl Sampler {
         Self {
             stop,
             peaks,
+            cpu_ns,
             thread: Some(thread),
         }
+    }
+
+    /// CPU time the sampling thread has used so far, in nanoseconds (as of its last sample).
+    pub fn cpu_ns(&self) -> u64 {
+        self.cpu_ns.load(Ordering::Relaxed)
     }
 
     /// Stops sampling and returns the peaks.
