@@ -83,7 +83,7 @@ pub use stats::SaverStats;
 use crate::record::{ArchivalRecord, FrameCompressor, Metadata, RAW_IDM_LEN, Timestamp};
 use resume::Resume;
 use segment::Segment;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::time::Instant;
 
@@ -146,6 +146,14 @@ pub struct Saver {
     conns: HashMap<u64, Conn>,
     /// The open segments, a subset of `conns`.
     segments: HashMap<u64, Segment>,
+    /// Segments in the order their buffers became non-empty (when, cookie): the order their
+    /// flushes fall due, so that [`tick`](Self::tick) visits only those. Entries whose buffer
+    /// was flushed meanwhile are skipped.
+    flush_queue: VecDeque<(Instant, u64)>,
+    /// Segments in the order they opened (when, cookie, sequence): the order they reach their
+    /// rotation age. Entries of segments already ended are skipped, and dropped in bulk when
+    /// they outnumber the open segments.
+    rotation_queue: VecDeque<(Instant, u64, u32)>,
     /// Connections found in the tree at start-up and not seen since.
     resume: HashMap<u64, Resume>,
     /// Scratch buffers for the line being written and for Metadata lines.
@@ -190,6 +198,8 @@ impl Saver {
             compressor,
             conns: HashMap::new(),
             segments: HashMap::new(),
+            flush_queue: VecDeque::new(),
+            rotation_queue: VecDeque::new(),
             resume,
             line: Vec::new(),
             meta: Vec::new(),
@@ -241,6 +251,9 @@ impl Saver {
                 seg
             }
         };
+        if segment.pending_len() == 0 {
+            self.flush_queue.push_back((now, cookie));
+        }
         segment.push_line(&self.line, now);
         self.stats.lines_written += 1;
         self.stats.snapshots_written += 1;
@@ -269,15 +282,20 @@ impl Saver {
     }
 
     /// Periodic work: ends segments that reached their rotation age and flushes buffers whose
-    /// oldest line is `flush_interval` old.
+    /// oldest line is `flush_interval` old. Its cost follows the segments that are due, not the
+    /// number open.
     pub fn tick(&mut self, now: Instant) -> Report {
         let mut report = Report::default();
-        let mut ending = Vec::new();
         let mut failed = Vec::new();
-        for (&cookie, segment) in &mut self.segments {
-            if segment.expired(now, self.config.rotation_age) {
-                ending.push((cookie, End::Rotation));
-            } else if segment.flush_due(now, self.config.flush_interval) {
+        let interval = self.config.flush_interval;
+        while let Some(&(since, cookie)) = self.flush_queue.front() {
+            if now.saturating_duration_since(since) < interval {
+                break;
+            }
+            self.flush_queue.pop_front();
+            if let Some(segment) = self.segments.get_mut(&cookie)
+                && segment.flush_due(now, interval)
+            {
                 match flush(&mut self.compressor, &mut self.stats, segment) {
                     Ok(wrote) => report.flushed += usize::from(wrote),
                     Err(e) => failed.push((cookie, e)),
@@ -285,13 +303,27 @@ impl Saver {
             }
         }
         self.drop_failed(failed, &mut report);
-        for (cookie, why) in ending {
-            if let Some(segment) = self.segments.remove(&cookie) {
+        let age = self.config.rotation_age;
+        while let Some(&(opened, cookie, sequence)) = self.rotation_queue.front() {
+            if now.saturating_duration_since(opened) < age {
+                break;
+            }
+            self.rotation_queue.pop_front();
+            let current = self.segments.get(&cookie).map(Segment::sequence);
+            if current == Some(sequence)
+                && let Some(segment) = self.segments.remove(&cookie)
+            {
                 report.closed += 1;
-                if let Err(e) = self.retire(cookie, segment, why) {
+                if let Err(e) = self.retire(cookie, segment, End::Rotation) {
                     report.errors.push(e);
                 }
             }
+        }
+        if self.rotation_queue.len() > 2 * self.segments.len() + 1024 {
+            let segments = &self.segments;
+            self.rotation_queue.retain(|(_, cookie, sequence)| {
+                segments.get(cookie).map(Segment::sequence) == Some(*sequence)
+            });
         }
         self.compact();
         report
@@ -356,6 +388,8 @@ impl Saver {
                 .sum::<usize>()
             + self.line.capacity()
             + self.meta.capacity()
+            + self.flush_queue.capacity() * size_of::<(Instant, u64)>()
+            + self.rotation_queue.capacity() * size_of::<(Instant, u64, u32)>()
     }
 
     /// Heap bytes one tracked connection costs while no file is open for it (one hash table
@@ -435,6 +469,8 @@ impl Saver {
         })
         .write_json_line(&mut self.meta);
         let mut segment = Segment::new(created, now);
+        self.rotation_queue.push_back((now, cookie, sequence));
+        self.flush_queue.push_back((now, cookie));
         segment.push_line(&self.meta, now);
         self.stats.lines_written += 1;
         self.stats.pending_bytes += self.meta.len() as u64;
@@ -521,6 +557,16 @@ impl Saver {
         }
         shrink(&mut self.segments);
         shrink(&mut self.conns);
+        if self.flush_queue.capacity() > 64
+            && self.flush_queue.capacity() / 4 > self.flush_queue.len()
+        {
+            self.flush_queue.shrink_to(self.flush_queue.len() * 2);
+        }
+        if self.rotation_queue.capacity() > 64
+            && self.rotation_queue.capacity() / 4 > self.rotation_queue.len()
+        {
+            self.rotation_queue.shrink_to(self.rotation_queue.len() * 2);
+        }
     }
 
     fn counted(&mut self, error: SaveError) -> SaveError {

@@ -866,3 +866,31 @@ impl Drop for TinyTmpfs {
             .status();
     }
 }
+
+/// `tick` visits only the segments that are due, in the order they fall due: a buffer that was
+/// flushed and filled again is flushed `flush_interval` after its new oldest line.
+#[test]
+fn flushes_fall_due_from_the_oldest_buffered_line() {
+    let tree = TempTree::new("flushqueue");
+    let mut saver = Saver::new(config(&tree)).unwrap();
+    let t0 = Instant::now();
+    let ms = |n| t0 + Duration::from_millis(n);
+    let _ = expect_write(&mut saver, 2, &snapshot(2, T_2019, 1), t0);
+    let _ = expect_write(&mut saver, 3, &snapshot(3, T_2019, 1), ms(400));
+    assert_eq!(saver.tick(ms(999)).flushed, 0);
+    assert_eq!(saver.tick(ms(1000)).flushed, 1, "cookie 2, buffered at t0");
+    let _ = expect_write(&mut saver, 2, &snapshot(2, T_2019 + 1, 2), ms(1200));
+    assert_eq!(saver.tick(ms(1399)).flushed, 0);
+    assert_eq!(
+        saver.tick(ms(1400)).flushed,
+        1,
+        "cookie 3, buffered at 400 ms"
+    );
+    assert_eq!(
+        saver.tick(ms(2199)).flushed,
+        0,
+        "cookie 2 again: due at 2.2 s"
+    );
+    assert_eq!(saver.tick(ms(2200)).flushed, 1);
+    assert_eq!(saver.stats().pending_bytes, 0);
+}
