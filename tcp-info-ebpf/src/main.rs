@@ -80,6 +80,12 @@ const TCP_LISTEN: i32 = 10;
 /// `BPF_RB_NO_WAKEUP`: the daemon drains on its own clock, so no wake-up per mark.
 const BPF_RB_NO_WAKEUP: u64 = 1;
 
+/// The mark interval alone: the hot path reads one field, not the whole configuration.
+fn interval_ns() -> u64 {
+    // SAFETY: as `config`.
+    unsafe { core::ptr::read_volatile(&raw const CONFIG.interval_ns) }
+}
+
 fn config() -> Config {
     // SAFETY: a plain read of a global the loader initialised; volatile so that the compiler
     // does not fold in the zero default.
@@ -120,7 +126,7 @@ fn mark(sk: *const u8, hook: Hook, state: u8, always: bool) {
         // SAFETY: a valid, aligned map value; read once, volatile, because other CPUs update it
         // concurrently (a stale value only moves one mark by an interval).
         let last = unsafe { core::ptr::read_volatile(slot) };
-        if last == IGNORED || (!always && now.wrapping_sub(last) < config().interval_ns) {
+        if last == IGNORED || (!always && now.wrapping_sub(last) < interval_ns()) {
             return;
         }
     }

@@ -17,8 +17,8 @@
 //!   full, counted) did not report. The pipeline counts what they find.
 //! - New connections are found by their state-change marks, closed ones by the close source.
 
-use super::Input;
 use super::sweep::{DumpSizes, sweep_once};
+use super::{Input, Ticker};
 use crate::ebpf::{KernelCounters, Programs};
 use crate::inetdiag;
 use crate::metrics::{ExactQueryOutcome, KernelDrop, Metrics, SweepKind};
@@ -89,8 +89,8 @@ pub fn run(
     let mut state = Refresher::default();
     let mut sizes = DumpSizes::default();
     let start = Instant::now();
-    let (mut next, mut next_safety, mut next_counters) = (start, start, start);
-    let mut rounds = 0u64;
+    let (mut next_safety, mut next_counters) = (start, start);
+    let mut ticker = Ticker::new(config.interval, config.reps);
     let mut last_round_end: Option<Instant> = None;
     let interval_ns = u64::try_from(config.interval.as_nanos()).unwrap_or(u64::MAX);
     while !stop.load(Ordering::Relaxed) {
@@ -135,18 +135,10 @@ pub fn run(
                 .polling_interval
                 .observe(end.duration_since(previous).as_secs_f64());
         }
-        rounds += 1;
-        if config.reps > 0 && rounds >= config.reps {
-            let _ = tx.send(Input::Finished);
+        if ticker.cycle_done(tx) {
             return;
         }
-        next += config.interval;
-        let now = Instant::now();
-        if next <= now {
-            next = now;
-        } else {
-            std::thread::sleep(next - now);
-        }
+        ticker.wait();
     }
 }
 

@@ -9,6 +9,8 @@ pub mod sweep;
 
 use crate::netlink::{Family, Payloads};
 use crate::record::Timestamp;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
 
 /// One family's part of a sweep.
 #[derive(Debug)]
@@ -43,4 +45,49 @@ pub enum Input {
     },
     /// The polling source ran its `-reps` cycles: shut down cleanly.
     Finished,
+}
+
+/// The clock of a polling source (sweep or eBPF): a ticker whose missed ticks are dropped (a
+/// slow cycle is followed at once by the next, as upstream's), and the `-reps` count.
+#[derive(Debug)]
+pub(crate) struct Ticker {
+    interval: Duration,
+    next: Instant,
+    reps: u64,
+    cycles: u64,
+}
+
+impl Ticker {
+    /// A ticker starting now; `reps` cycles (0: unlimited).
+    pub(crate) fn new(interval: Duration, reps: u64) -> Self {
+        Self {
+            interval,
+            next: Instant::now(),
+            reps,
+            cycles: 0,
+        }
+    }
+
+    /// Counts one finished cycle. After the `-reps`-th it sends [`Input::Finished`] and
+    /// returns `true`: the source stops.
+    pub(crate) fn cycle_done(&mut self, tx: &Sender<Input>) -> bool {
+        self.cycles += 1;
+        if self.reps > 0 && self.cycles >= self.reps {
+            // The receiver may already be gone during shutdown; nothing else to do then.
+            let _ = tx.send(Input::Finished);
+            return true;
+        }
+        false
+    }
+
+    /// Sleeps until the next tick, or returns at once after a slow cycle.
+    pub(crate) fn wait(&mut self) {
+        self.next += self.interval;
+        let now = Instant::now();
+        if self.next <= now {
+            self.next = now;
+        } else {
+            std::thread::sleep(self.next - now);
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! long-lived socket (D13). A failed dump is counted and reported as such, never as an empty
 //! dump (D12).
 
-use super::{FamilyDump, Input};
+use super::{FamilyDump, Input, Ticker};
 use crate::metrics::{AddressFamily, DumpFailure, ErrorType, Metrics, SweepKind};
 use crate::netlink::{DiagSocket, DumpError, Family, Payloads};
 use crate::record::Timestamp;
@@ -35,8 +35,7 @@ pub fn run(
     stop: &AtomicBool,
     metrics: &Arc<Metrics>,
 ) {
-    let mut next = Instant::now();
-    let mut cycles = 0u64;
+    let mut ticker = Ticker::new(config.interval, config.reps);
     let mut sizes = DumpSizes::default();
     while !stop.load(Ordering::Relaxed) {
         if queued.load(Ordering::Acquire) >= config.max_queued {
@@ -49,20 +48,10 @@ pub fn run(
         if tx.send(Input::Sweep(dumps)).is_err() {
             return;
         }
-        cycles += 1;
-        if config.reps > 0 && cycles >= config.reps {
-            // The receiver may already be gone during shutdown; nothing else to do then.
-            let _ = tx.send(Input::Finished);
+        if ticker.cycle_done(tx) {
             return;
         }
-        next += config.interval;
-        let now = Instant::now();
-        if next <= now {
-            // A slow cycle: drop the missed ticks and start the next cycle at once.
-            next = now;
-        } else {
-            std::thread::sleep(next - now);
-        }
+        ticker.wait();
     }
 }
 
