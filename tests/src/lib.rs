@@ -184,6 +184,28 @@ impl Setup {
         Ok(daemon)
     }
 
+    /// Starts the daemon with an event socket (beside `extra`) and connects a reader to it.
+    pub fn start_with_events(&self, extra: &[&str]) -> Result<(Daemon, events::EventReader)> {
+        let sock = self.event_socket();
+        let sock_arg = format!("--tcpinfo.eventsocket={}", sock.display());
+        let mut args = vec![sock_arg.as_str()];
+        args.extend_from_slice(extra);
+        let daemon = self.start(&args, &[])?;
+        let reader = events::EventReader::connect(&sock, Duration::from_secs(10))?;
+        Ok((daemon, reader))
+    }
+
+    /// A connection from the client namespace to `listener`, accepted: the client end, the
+    /// server end and the server socket's cookie (what the daemon records).
+    pub fn connected(
+        &self,
+        listener: &std::net::TcpListener,
+    ) -> Result<(std::net::TcpStream, std::net::TcpStream, u64)> {
+        let client = self.net.connect(listener.local_addr()?.port())?;
+        let (server, cookie, _) = traffic::accept(listener)?;
+        Ok((client, server, cookie))
+    }
+
     /// The UUID of a cookie under this setup's prefix.
     pub fn uuid(&self, cookie: u64) -> String {
         sockets::uuid(&self.prefix, cookie)

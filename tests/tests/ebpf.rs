@@ -97,11 +97,8 @@ fn bulk_flows_are_recorded_every_poll_interval_from_marks_alone() {
     };
     let mut daemon = start_ebpf(&setup, &[]);
     let listener = setup.net.listen().unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let up_client = setup.net.connect(port).unwrap();
-    let (up_server, up_cookie, _) = traffic::accept(&listener).unwrap();
-    let down_client = setup.net.connect(port).unwrap();
-    let (down_server, down_cookie, _) = traffic::accept(&listener).unwrap();
+    let (up_client, up_server, up_cookie) = setup.connected(&listener).unwrap();
+    let (down_client, down_server, down_cookie) = setup.connected(&listener).unwrap();
     let start = unix_secs(SystemTime::now());
     let secs = 3.0;
     // The server receives on one connection and sends on the other.
@@ -158,11 +155,9 @@ fn open_state_change_and_close_are_recorded_within_two_poll_intervals() {
     let interval = 0.05;
     let _daemon = start_ebpf(&setup, &["--poll-interval=50ms"]);
     let listener = setup.net.listen().unwrap();
-    let port = listener.local_addr().unwrap().port();
 
     let opened = unix_secs(SystemTime::now());
-    let mut client = setup.net.connect(port).unwrap();
-    let (mut server, cookie, _) = traffic::accept(&listener).unwrap();
+    let (mut client, mut server, cookie) = setup.connected(&listener).unwrap();
     client.write_all(&[1; 1000]).unwrap();
     server.read_exact(&mut [0; 1000]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -218,11 +213,9 @@ fn a_thousand_idle_connections_cause_no_exact_queries() {
     raise_nofile();
     let mut daemon = start_ebpf(&setup, &[]);
     let listener = setup.net.listen().unwrap();
-    let port = listener.local_addr().unwrap().port();
     let mut held = Vec::new();
     for _ in 0..1000 {
-        let client = setup.net.connect(port).unwrap();
-        let (server, _, _) = traffic::accept(&listener).unwrap();
+        let (client, server, _) = setup.connected(&listener).unwrap();
         held.push((client, server));
     }
     // Established, marked, queried, followed up: wait until the counters hold still.
@@ -296,11 +289,7 @@ fn connections_in_an_unwatched_namespace_cause_no_marks() {
     );
     // The control: the same flow into the watched namespace is marked.
     let listener = setup.net.listen().unwrap();
-    let client = setup
-        .net
-        .connect(listener.local_addr().unwrap().port())
-        .unwrap();
-    let (server, _, _) = traffic::accept(&listener).unwrap();
+    let (client, server, _) = setup.connected(&listener).unwrap();
     flow(client, server, Duration::from_secs(1)).join().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let watched = scrape(&setup, &mut daemon);
@@ -344,11 +333,7 @@ fn auto_falls_back_to_sweep_when_ebpf_cannot_load() {
     assert!(mode_is(&m, "sweep"));
 
     let listener = setup.net.listen().unwrap();
-    let mut client = setup
-        .net
-        .connect(listener.local_addr().unwrap().port())
-        .unwrap();
-    let (mut server, cookie, _) = traffic::accept(&listener).unwrap();
+    let (mut client, mut server, cookie) = setup.connected(&listener).unwrap();
     client.write_all(&[7; 3000]).unwrap();
     client.shutdown(Shutdown::Write).unwrap();
     assert_eq!(traffic::drain(&mut server).unwrap(), 3000);

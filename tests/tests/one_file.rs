@@ -81,18 +81,11 @@ fn a_ninety_second_pause_keeps_one_file() {
     let Some(setup) = Setup::new("pause") else {
         return;
     };
-    let sock = setup.event_socket();
-    let sock_arg = format!("--tcpinfo.eventsocket={}", sock.display());
-    let _daemon = setup
-        .start(&[&sock_arg, "--flush-interval=200ms"], &[])
+    let (_daemon, reader) = setup
+        .start_with_events(&["--flush-interval=200ms"])
         .unwrap();
-    let reader = EventReader::connect(&sock, Duration::from_secs(10)).unwrap();
     let listener = setup.net.listen().unwrap();
-    let mut client = setup
-        .net
-        .connect(listener.local_addr().unwrap().port())
-        .unwrap();
-    let (mut server, cookie, _) = traffic::accept(&listener).unwrap();
+    let (mut client, mut server, cookie) = setup.connected(&listener).unwrap();
     client.write_all(b"before").unwrap();
     server.read_exact(&mut [0; 6]).unwrap();
     server.write_all(b"ok").unwrap();
@@ -126,18 +119,11 @@ fn a_socket_held_in_close_for_two_seconds_keeps_one_file() {
     let Some(setup) = Setup::new("heldclose") else {
         return;
     };
-    let sock = setup.event_socket();
-    let sock_arg = format!("--tcpinfo.eventsocket={}", sock.display());
-    let mut daemon = setup
-        .start(&[&sock_arg, "--flush-interval=200ms"], &[])
+    let (mut daemon, reader) = setup
+        .start_with_events(&["--flush-interval=200ms"])
         .unwrap();
-    let reader = EventReader::connect(&sock, Duration::from_secs(10)).unwrap();
     let listener = setup.net.listen().unwrap();
-    let client = setup
-        .net
-        .connect(listener.local_addr().unwrap().port())
-        .unwrap();
-    let (mut server, cookie, _) = traffic::accept(&listener).unwrap();
+    let (client, mut server, cookie) = setup.connected(&listener).unwrap();
     server.write_all(b"hello").unwrap();
     std::thread::sleep(Duration::from_millis(200));
     // An abortive close: the client sends RST, the server's socket moves to CLOSE.

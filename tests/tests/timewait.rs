@@ -6,25 +6,20 @@ use std::time::Duration;
 
 use tcp_info::events::{Decoded, EventKind, FlowEvent};
 use tcp_info::inetdiag::InetDiagMsg;
-use tcp_info_tests::events::EventReader;
 use tcp_info_tests::ss::ss_server;
-use tcp_info_tests::{Setup, archive, traffic};
+use tcp_info_tests::{Setup, archive};
 
 #[test]
 fn fin_wait2_minisock_writes_at_most_one_null_record() {
     let Some(setup) = Setup::new("finwait2") else {
         return;
     };
-    let sock = setup.event_socket();
-    let sock_arg = format!("--tcpinfo.eventsocket={}", sock.display());
-    let _daemon = setup
-        .start(&[&sock_arg, "--flush-interval=200ms"], &[])
+    let (_daemon, reader) = setup
+        .start_with_events(&["--flush-interval=200ms"])
         .unwrap();
-    let reader = EventReader::connect(&sock, Duration::from_secs(10)).unwrap();
     let listener = setup.net.listen().unwrap();
     let port = listener.local_addr().unwrap().port();
-    let mut client = setup.net.connect(port).unwrap();
-    let (mut server, cookie, _) = traffic::accept(&listener).unwrap();
+    let (mut client, mut server, cookie) = setup.connected(&listener).unwrap();
     client.write_all(b"hello").unwrap();
     server.read_exact(&mut [0; 5]).unwrap();
     std::thread::sleep(Duration::from_millis(50));
