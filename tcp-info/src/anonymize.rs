@@ -2,7 +2,7 @@
 //! it is encoded (D15: the cached record is never modified). Events, exclusion and change
 //! detection keep seeing raw addresses.
 
-use crate::inetdiag::{AF_INET, AF_INET6, MSG_LEN, offset};
+use crate::wire::inet_diag::{AF_INET, AF_INET6, MSG_LEN, offset};
 use std::collections::HashSet;
 use std::net::IpAddr;
 
@@ -55,7 +55,7 @@ impl Anonymizer {
         for at in [offset::SRC, offset::DST] {
             let mut field = [0u8; 16];
             field.copy_from_slice(&copy[at..at + 16]);
-            let addr = crate::inetdiag::address(family, &field);
+            let addr = crate::wire::inet_diag::address(family, &field);
             if self.exempt.contains(&addr.to_canonical()) {
                 continue;
             }

@@ -35,8 +35,8 @@
 //!   a comma, a quote, CR or LF, starts with white space, or is exactly `\.`; quotes inside are
 //!   doubled. Records end with `\n`.
 
-use crate::inetdiag::go_ip_string;
 use crate::snapshot::Snapshot;
+use crate::wire::inet_diag::go_ip_string;
 use std::fmt::{Display, Write as _};
 
 /// The placeholder upstream's reader puts in place of the zero time.

@@ -5,9 +5,10 @@
 //! least every record upstream would write; the only reduction allowed is D3 (a time-wait
 //! minisock without `tcp_info` no longer writes a `[null]` line every poll).
 
-use crate::inetdiag::{attr, offset::STATE};
 use crate::record::{Attributes, RAW_IDM_LEN};
 use crate::tcpinfo::{COMPARED_COUNTERS, COMPARED_HEAD};
+use crate::wire::attr;
+use crate::wire::inet_diag::offset::STATE;
 use thiserror::Error;
 
 /// Index of `INET_DIAG_INFO` (struct tcp_info) in the attribute array.

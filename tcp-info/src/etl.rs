@@ -2,9 +2,9 @@
 //! one archive file. A file it rejects is lost whole, so the collector's tests run every file it
 //! writes through this.
 
-use crate::inetdiag::attr;
 use crate::record::{ArchivalRecord, ArchiveReader, ReadError};
 use crate::snapshot::Snapshot;
+use crate::wire::attr;
 use std::path::Path;
 use thiserror::Error;
 

@@ -1,45 +1,47 @@
 //! tcp-info: record `tcp_info` for every TCP connection of a Linux host, in the archive format of
 //! m-lab/tcp-info.
 //!
-//! The crate has two sides:
-//! - the **parser side** (`nlmsg`, `inetdiag`, `tcpinfo`, `record`, `snapshot`, `diff`, `csv`,
-//!   `etl`, `uuid`), which reads and writes archives and builds records from raw netlink bytes; it builds
-//!   on any OS and never depends on the collector side;
-//! - the **collector side** (Linux only): the daemon's configuration (`cli`), sock_diag I/O
-//!   (`netlink`), `sources` → `pipeline` → `saver`, `events` and `metrics`, and the rules applied
-//!   on the way (`exclude`, `anonymize`), wired together by `daemon`.
+//! The library has two sides, and the compiler keeps them apart:
+//! - the **parser side** (always built, any OS): [`wire`] (what the kernel sends), [`tcpinfo`],
+//!   [`record`], [`snapshot`], [`diff`], [`csv`], [`etl`] and [`uuid`]. It reads and writes
+//!   archives and builds records from raw netlink bytes.
+//! - the **collector side** (feature `collector`, on by default, Linux only): [`sockdiag`] (the
+//!   sock_diag sockets), [`ebpf`], `sources` → [`pipeline`] → [`saver`], [`events`] and
+//!   [`metrics`], with the rules applied on the way ([`exclude`], [`anonymize`]).
+//!
+//! `cargo build -p tcp-info --no-default-features` builds the parser side alone (CI does), so
+//! nothing on the parser side can reach into the collector side. The daemon's command line and
+//! wiring live in the `tcp-info` binary, not here. docs/ARCHITECTURE.md draws the whole picture;
+//! docs/compatibility.md is the contract with upstream that comments cite as "SPEC §N" and "D<n>".
+
+#![deny(missing_docs)]
 
 // ---- parser side ----
 pub mod csv;
 pub mod diff;
 pub mod etl;
-pub mod inetdiag;
-pub mod nlmsg;
 pub mod record;
 pub mod snapshot;
 pub mod tcpinfo;
 pub mod uuid;
+pub mod wire;
 
-// ---- collector side (Linux only) ----
-#[cfg(target_os = "linux")]
+// ---- collector side ----
+#[cfg(all(feature = "collector", target_os = "linux"))]
 pub mod anonymize;
-#[cfg(target_os = "linux")]
-pub mod cli;
-#[cfg(target_os = "linux")]
-pub mod daemon;
-#[cfg(target_os = "linux")]
+#[cfg(all(feature = "collector", target_os = "linux"))]
 pub mod ebpf;
-#[cfg(target_os = "linux")]
+#[cfg(all(feature = "collector", target_os = "linux"))]
 pub mod events;
-#[cfg(target_os = "linux")]
+#[cfg(all(feature = "collector", target_os = "linux"))]
 pub mod exclude;
-#[cfg(target_os = "linux")]
+#[cfg(all(feature = "collector", target_os = "linux"))]
 pub mod metrics;
-#[cfg(target_os = "linux")]
-pub mod netlink;
-#[cfg(target_os = "linux")]
+#[cfg(all(feature = "collector", target_os = "linux"))]
 pub mod pipeline;
-#[cfg(target_os = "linux")]
+#[cfg(all(feature = "collector", target_os = "linux"))]
 pub mod saver;
-#[cfg(target_os = "linux")]
+#[cfg(all(feature = "collector", target_os = "linux"))]
+pub mod sockdiag;
+#[cfg(all(feature = "collector", target_os = "linux"))]
 pub mod sources;

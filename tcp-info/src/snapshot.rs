@@ -11,10 +11,10 @@
 //! payload is zero-filled and counts as parsed. A non-null index 0 (never written by a kernel)
 //! has no bit; it is kept in [`Snapshot::undecoded`].
 
-use crate::inetdiag::attr::{self, BbrInfo, DctcpInfo, MemInfo, SkMemInfo, SockOpt, VegasInfo};
-use crate::inetdiag::{InetDiagMsg, ShortMessage, state_name};
 use crate::record::{ArchivalRecord, Metadata, Timestamp};
 use crate::tcpinfo::TcpInfo;
+use crate::wire::attr::{self, BbrInfo, DctcpInfo, MemInfo, SkMemInfo, SockOpt, VegasInfo};
+use crate::wire::inet_diag::{InetDiagMsg, ShortMessage, state_name};
 use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
@@ -354,7 +354,7 @@ fn store<T>(slot: &mut Option<T>, decoded: attr::Decoded<T>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inetdiag::{AF_INET, AF_INET6};
+    use crate::wire::inet_diag::{AF_INET, AF_INET6};
 
     fn idm(family: u8) -> [u8; 72] {
         let mut b = [0u8; 72];

@@ -17,7 +17,7 @@
 //! Fields are read in host byte order, as the kernel writes them (every M-Lab host is
 //! little-endian).
 
-use crate::inetdiag::attr::Image;
+use crate::wire::attr::Image;
 use std::ops::Range;
 
 /// Size of the newest layout known here (Linux 6.18).
@@ -195,10 +195,10 @@ pub mod options {
 }
 
 /// A `u32` field read straight from a payload, or `None` if the payload ends before it.
-pub use crate::nlmsg::u32_at as field_u32;
+pub use crate::wire::netlink::u32_at as field_u32;
 /// A `u64` field read straight from a payload, or `None` if the payload ends before it (the
 /// cheap path for hot loops that need one counter, e.g. `bytes_sent` for rate metrics).
-pub use crate::nlmsg::u64_at as field_u64;
+pub use crate::wire::netlink::u64_at as field_u64;
 
 /// A decoded `struct tcp_info`. Field names are the kernel's without the `tcpi_` prefix.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -5,9 +5,9 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use tcp_info::inetdiag::InetDiagMsg;
-use tcp_info::nlmsg::{NLM_F_MULTI, StreamReader};
 use tcp_info::record::{ArchivalRecord, ArchiveReader, Timestamp};
+use tcp_info::wire::inet_diag::InetDiagMsg;
+use tcp_info::wire::netlink::{NLM_F_MULTI, StreamReader};
 
 const ARCHIVE: &str = "archiveRecords.jsonl.zst";
 const NDT_7HHHV: &str = "ndt-7hhhv_1559749627_0000000000062D84.00000.jsonl.zst";

@@ -9,10 +9,10 @@
 mod common;
 
 use std::path::Path;
-use tcp_info::inetdiag::{AF_INET, AF_INET6, state};
 use tcp_info::record::ArchiveReader;
 use tcp_info::snapshot::Snapshot;
 use tcp_info::tcpinfo::{self, TcpInfo};
+use tcp_info::wire::inet_diag::{AF_INET, AF_INET6, state};
 
 const ARCHIVE: &str = "archiveRecords.jsonl.zst";
 const NDT_7HHHV: &str = "ndt-7hhhv_1559749627_0000000000062D84.00000.jsonl.zst";

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
-use tcp_info::inetdiag::attr::INFO;
 use tcp_info::record::{ArchivalRecord, ArchiveReader};
 use tcp_info::tcpinfo::TcpInfo;
+use tcp_info::wire::attr::INFO;
 
 /// The parts of `YYYY/MM/DD/<prefix>_<%016X cookie>.<%05d seq>.jsonl.zst`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context as _, Result, bail};
-use tcp_info::netlink::{in_netns, named_netns_path};
+use tcp_info::sockdiag::{in_netns, named_netns_path};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

@@ -14,7 +14,7 @@ use std::net::{IpAddr, Shutdown};
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
-use tcp_info::inetdiag::InetDiagMsg;
+use tcp_info::wire::inet_diag::InetDiagMsg;
 use tcp_info_tests::archive::{self, ArchiveFile, check_finished_file};
 use tcp_info_tests::{Setup, traffic, umask};
 

@@ -12,8 +12,8 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tcp_info::inetdiag::{InetDiagMsg, state};
 use tcp_info::record::ArchivalRecord;
+use tcp_info::wire::inet_diag::{InetDiagMsg, state};
 use tcp_info_tests::daemon::run_to_exit;
 use tcp_info_tests::exposition::{self, Exposition};
 use tcp_info_tests::sockets::http_get;

@@ -13,7 +13,7 @@ use std::os::fd::AsRawFd as _;
 use std::time::Duration;
 
 use tcp_info::events::{Decoded, EventKind, FlowEvent};
-use tcp_info::inetdiag::{InetDiagMsg, state};
+use tcp_info::wire::inet_diag::{InetDiagMsg, state};
 use tcp_info_tests::events::EventReader;
 use tcp_info_tests::{Setup, archive, traffic};
 

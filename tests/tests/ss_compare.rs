@@ -8,8 +8,8 @@
 use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
-use tcp_info::inetdiag::InetDiagMsg;
 use tcp_info::tcpinfo::TcpInfo;
+use tcp_info::wire::inet_diag::InetDiagMsg;
 use tcp_info_tests::ss::{SsSocket, ss_server, state_number};
 use tcp_info_tests::{Setup, archive, traffic, wait_for};
 

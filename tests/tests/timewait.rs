@@ -5,7 +5,7 @@ use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
 use tcp_info::events::{Decoded, EventKind, FlowEvent};
-use tcp_info::inetdiag::InetDiagMsg;
+use tcp_info::wire::inet_diag::InetDiagMsg;
 use tcp_info_tests::ss::ss_server;
 use tcp_info_tests::{Setup, archive};
 

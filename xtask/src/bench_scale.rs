@@ -1,5 +1,5 @@
 //! `cargo xtask bench-scale`: what tracking many connections costs the daemon's pipeline and
-//! saver. Synthetic sock_diag payloads for N connections go through the real `Observer` and
+//! saver. Synthetic sock_diag payloads for N connections go through the real `Pipeline` and
 //! `Saver` (archives in a temporary directory), with no sockets, so N can exceed what one host
 //! can hold open in a test: memory per tracked connection, descriptors, and time per sweep.
 
@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tcp_info::exclude::Exclusions;
 use tcp_info::metrics::Metrics;
-use tcp_info::netlink::{Family, Payloads};
 use tcp_info::pipeline::sinks::NoEvents;
-use tcp_info::pipeline::{ArchiveSink, Observer, ObserverConfig};
+use tcp_info::pipeline::{ArchiveSink, Pipeline, PipelineConfig};
 use tcp_info::record::{ArchivalRecord, Timestamp};
 use tcp_info::saver::{Saver, SaverConfig};
+use tcp_info::sockdiag::{Family, Payloads};
 use tcp_info::uuid::Prefix;
 
 /// Arguments of `cargo xtask bench-scale`.
@@ -69,13 +69,13 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
     config.root.clone_from(&root);
     config.max_open_files = budget;
     let saver = Saver::new(config).context("starting the saver")?;
-    let observer_config = ObserverConfig {
+    let observer_config = PipelineConfig {
         exclusions: Exclusions::new(true, &[], &[]),
         prefix,
         close_grace: Duration::from_millis(500),
         safety_net: false,
     };
-    let mut observer = Observer::new(observer_config, SaverSink(saver), NoEvents, metrics);
+    let mut observer = Pipeline::new(observer_config, SaverSink(saver), NoEvents, metrics);
 
     let n = args.connections;
     let mut dump = Payloads::with_capacity(n, n * 400);

@@ -7,7 +7,7 @@
 use std::error::Error;
 use std::fs;
 use std::path::{Path, PathBuf};
-use tcp_info::nlmsg::{HEADER_LEN, Header, NLMSG_DONE, NLMSG_ERROR, StreamReader, align};
+use tcp_info::wire::netlink::{HEADER_LEN, Header, NLMSG_DONE, NLMSG_ERROR, StreamReader, align};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 

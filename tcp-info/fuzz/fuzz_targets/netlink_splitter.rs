@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tcp_info::nlmsg::{FrameError, HEADER_LEN, Message, Messages, StreamError, StreamReader};
+use tcp_info::wire::netlink::{FrameError, HEADER_LEN, Message, Messages, StreamError, StreamReader};
 use tcp_info::record::{ArchivalRecord, BuildError, INET_DIAG_MAX_TYPE, RAW_IDM_LEN, Timestamp};
 
 fuzz_target!(|data: &[u8]| {

@@ -322,7 +322,7 @@ mod tests {
 #[cfg(test)]
 mod load_tests {
     use super::*;
-    use crate::netlink::testutil::{self, TestNetns};
+    use crate::sockdiag::testutil::{self, TestNetns};
     use tcp_info_common::Hook;
 
     /// Whether this test can load programs: the object must be embedded and we must be root.

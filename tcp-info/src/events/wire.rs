@@ -6,8 +6,8 @@
 //! {"Event":1,"Timestamp":"2019-04-02T14:13:01.02Z","UUID":"…","ID":null}
 //! ```
 
-use crate::inetdiag::{InetDiagMsg, go_ip_string};
 use crate::record::{Timestamp, push_go_string};
+use crate::wire::inet_diag::{InetDiagMsg, go_ip_string};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, de::IgnoredAny};
 use std::fmt;
@@ -332,7 +332,7 @@ fn set<T>(field: &mut T, value: Option<T>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inetdiag::{AF_INET, AF_INET6, MSG_LEN, state};
+    use crate::wire::inet_diag::{AF_INET, AF_INET6, MSG_LEN, state};
     use proptest::prelude::*;
     use std::net::Ipv6Addr;
 

@@ -5,6 +5,9 @@
 
 use std::marker::PhantomData;
 
+use crate::events::EventKind;
+use crate::sources::Mode;
+
 /// A closed set of values for one metric label.
 pub trait LabelValue: Copy + 'static {
     /// Every value, in declaration order.
@@ -13,6 +16,39 @@ pub trait LabelValue: Copy + 'static {
     fn as_str(self) -> &'static str;
     /// Position of `self` in [`LabelValue::ALL`].
     fn index(self) -> usize;
+}
+
+/// `event` label of `tcpinfo_flow_events_total`: the event socket's own kind.
+impl LabelValue for EventKind {
+    const ALL: &'static [Self] = &[Self::Open, Self::Close];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            // SPEC §12 D9.
+            Self::Close => "close",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// `mode` label of `tcpinfo_mode`.
+impl LabelValue for Mode {
+    const ALL: &'static [Self] = &[Self::Sweep, Self::Ebpf];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Sweep => "sweep",
+            Self::Ebpf => "ebpf",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// Declares a label enum: each variant maps to its exported label value.
@@ -72,16 +108,6 @@ label_enum! {
         ReceivedRegression => "totalReceived < reportedReceived",
         /// The bytes received in one rate sample exceed 1.25e10 (SPEC §9.4).
         ReceivedOverCapacity => "totalReceived-reportedReceived exceeds network capacity",
-    }
-}
-
-label_enum! {
-    /// `event` label of `tcpinfo_flow_events_total`.
-    pub enum FlowEvent {
-        /// A connection was first seen (event socket `Open`).
-        Open => "open",
-        /// A connection disappeared (event socket `Close`, SPEC §12 D9).
-        Close => "close",
     }
 }
 
@@ -204,16 +230,6 @@ label_enum! {
 }
 
 label_enum! {
-    /// `mode` label of the `tcpinfo_mode` gauge (DESIGN §2).
-    pub enum Mode {
-        /// Full dumps every poll interval.
-        Sweep => "sweep",
-        /// eBPF dirty marks with exact queries, plus rare safety-net sweeps.
-        Ebpf => "ebpf",
-    }
-}
-
-label_enum! {
     /// `reason` label of `tcpinfo_excluded_records_total` (SPEC §8.2).
     pub enum ExclusionReason {
         /// A loopback, link-local, multicast or unspecified endpoint.
@@ -267,10 +283,12 @@ impl<E: LabelValue, M> ByLabel<E, M> {
 #[cfg(test)]
 mod tests {
     use super::{
-        AddressFamily, DumpFailure, ErrorType, ExactQueryOutcome, ExclusionReason, FlowEvent,
-        KernelDrop, LabelValue, LargeNetlinkType, Mode, SaverError, Source, SweepKind, Unmarked,
+        AddressFamily, DumpFailure, ErrorType, ExactQueryOutcome, ExclusionReason, KernelDrop,
+        LabelValue, LargeNetlinkType, SaverError, Source, SweepKind, Unmarked,
         netlink_skipped_type,
     };
+    use crate::events::EventKind;
+    use crate::sources::Mode;
 
     fn indexes_follow_all<E: LabelValue>() {
         for (i, value) in E::ALL.iter().enumerate() {
@@ -282,7 +300,8 @@ mod tests {
     fn every_enum_indexes_its_all_list() {
         indexes_follow_all::<AddressFamily>();
         indexes_follow_all::<ErrorType>();
-        indexes_follow_all::<FlowEvent>();
+        indexes_follow_all::<EventKind>();
+        indexes_follow_all::<Mode>();
         indexes_follow_all::<LargeNetlinkType>();
         indexes_follow_all::<SaverError>();
         indexes_follow_all::<Source>();

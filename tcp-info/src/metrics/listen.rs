@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::ListenAddress;
 use super::MetricsError;
-use crate::cli::ListenAddress;
 
 /// Listen backlog.
 const BACKLOG: i32 = 128;

@@ -6,6 +6,7 @@
 //! registry, so tests can create as many as they like. [`Metrics::render`] produces the text
 //! exposition exactly as Go's client would (see [`exposition`]); [`serve`] exposes it over HTTP.
 
+mod address;
 pub mod buckets;
 pub mod exposition;
 pub mod gofloat;
@@ -26,9 +27,10 @@ use prometheus::{
 };
 use thiserror::Error;
 
+pub use address::ListenAddress;
 pub use labels::{
-    AddressFamily, ByLabel, DumpFailure, ErrorType, ExactQueryOutcome, ExclusionReason, FlowEvent,
-    KernelDrop, LabelValue, LargeNetlinkType, Mode, SaverError, Source, SweepKind, Unmarked,
+    AddressFamily, ByLabel, DumpFailure, ErrorType, ExactQueryOutcome, ExclusionReason, KernelDrop,
+    LabelValue, LargeNetlinkType, SaverError, Source, SweepKind, Unmarked,
 };
 pub use server::{MetricsServer, serve};
 
@@ -111,7 +113,7 @@ pub struct Metrics {
     /// `tcpinfo_snapshot_total`: records queued for writing (new + changed).
     pub snapshots: IntCounter,
     /// `tcpinfo_flow_events_total{event}`: open and close events emitted (close: SPEC §12 D9).
-    pub flow_events: ByLabel<FlowEvent, IntCounter>,
+    pub flow_events: ByLabel<crate::events::EventKind, IntCounter>,
     large_netlink: IntCounterVec,
     netlink_skipped: IntCounterVec,
 
@@ -402,7 +404,7 @@ impl Metrics {
     }
 
     /// Records the collection mode in use: `tcpinfo_mode{mode="<mode>"} 1`, and no other series.
-    pub fn set_mode(&self, mode: Mode) {
+    pub fn set_mode(&self, mode: crate::sources::Mode) {
         self.mode.reset();
         match self.mode.get_metric_with_label_values(&[mode.as_str()]) {
             Ok(gauge) => gauge.set(1),

@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{LargeNetlinkType, Metrics, Mode, git_commit_number};
+use super::{LargeNetlinkType, Metrics, git_commit_number};
+use crate::sources::Mode;
 
 /// One sample line: (sample name, labels in order, value text).
 type ParsedSample = (String, Vec<(String, String)>, String);

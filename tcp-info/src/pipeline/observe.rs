@@ -2,14 +2,16 @@
 
 use super::{ArchiveSink, EventSink, Lookup};
 use crate::diff::{self, Change};
+use crate::events::EventKind;
 use crate::exclude::{Excluded, Exclusions};
-use crate::inetdiag::{AF_INET, AF_INET6, InetDiagMsg, attr};
 use crate::metrics::rates::{CycleBytes, RateAccounting};
-use crate::metrics::{ExactQueryOutcome, ExclusionReason, FlowEvent, Metrics, Source, Unmarked};
-use crate::netlink::{Checked, ExactReply, ExactTarget, Family, Payloads};
+use crate::metrics::{ExactQueryOutcome, ExclusionReason, Metrics, Source, Unmarked};
 use crate::record::{ArchivalRecord, Attributes, ParsedPayload, Timestamp};
+use crate::sockdiag::{Checked, ExactReply, ExactTarget, Family, Payloads};
 use crate::tcpinfo;
 use crate::uuid::Prefix;
+use crate::wire::attr;
+use crate::wire::inet_diag::{AF_INET, AF_INET6, InetDiagMsg};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +21,7 @@ const INFO: usize = attr::INFO as usize;
 
 /// How long a destroyed connection's cookie is remembered, so that a sweep read before the
 /// destroy notification cannot resurrect it, nor its time-wait minisock (which keeps the cookie
-/// for up to `tcp_fin_timeout`, 60 s by default) open a second file. See [`Observer::destroyed`].
+/// for up to `tcp_fin_timeout`, 60 s by default) open a second file. See [`Pipeline::destroyed`].
 const TOMBSTONE_TTL: Duration = Duration::from_secs(120);
 
 /// How long the cookie of a connection closed *without* its destroy notification is
@@ -52,7 +54,7 @@ pub type FamilySweep<'a> = (Family, Option<&'a Payloads>, Timestamp);
 
 /// Settings of the pipeline.
 #[derive(Debug, Clone)]
-pub struct ObserverConfig {
+pub struct PipelineConfig {
     /// Which sockets to ignore.
     pub exclusions: Exclusions,
     /// UUID prefix for events.
@@ -98,8 +100,8 @@ impl Conn {
 }
 
 /// The pipeline: owns the cache and drives the sinks.
-pub struct Observer<A, E> {
-    config: ObserverConfig,
+pub struct Pipeline<A, E> {
+    config: PipelineConfig,
     archive: A,
     events: E,
     metrics: Arc<Metrics>,
@@ -115,9 +117,9 @@ pub struct Observer<A, E> {
     ended: (u64, u64),
 }
 
-impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
+impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
     /// A pipeline writing to `archive` and `events`.
-    pub fn new(config: ObserverConfig, archive: A, events: E, metrics: Arc<Metrics>) -> Self {
+    pub fn new(config: PipelineConfig, archive: A, events: E, metrics: Arc<Metrics>) -> Self {
         let rates = RateAccounting::new(&metrics);
         Self {
             config,
@@ -382,7 +384,7 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
             if change == Change::PreviousWasNil {
                 let uuid = self.config.prefix.uuid(cookie);
                 self.events.open(record.timestamp, &uuid, &idm);
-                self.metrics.flow_events.get(FlowEvent::Open).inc();
+                self.metrics.flow_events.get(EventKind::Open).inc();
             }
             self.metrics.snapshots.inc();
             self.metrics.records.get(source).inc();
@@ -517,7 +519,7 @@ impl<A: ArchiveSink, E: EventSink> Observer<A, E> {
         self.ended.1 = self.ended.1.saturating_add(conn.received);
         let uuid = self.config.prefix.uuid(cookie);
         self.events.close(timestamp, &uuid);
-        self.metrics.flow_events.get(FlowEvent::Close).inc();
+        self.metrics.flow_events.get(EventKind::Close).inc();
         self.archive.close(cookie, now);
         Some(conn)
     }

@@ -1,9 +1,9 @@
 //! Where the pipeline's decisions go. The daemon plugs in the saver and the event server; tests
 //! plug in recorders.
 
-use crate::inetdiag::InetDiagMsg;
-use crate::netlink::{DiagSocket, ExactReply, ExactTarget};
 use crate::record::{ArchivalRecord, Timestamp};
+use crate::sockdiag::{DiagSocket, ExactReply, ExactTarget};
+use crate::wire::inet_diag::InetDiagMsg;
 use std::time::Instant;
 
 /// Receives the records to archive, per connection.

@@ -1,12 +1,12 @@
 //! The pipeline's decisions, with recording sinks instead of files and sockets.
 
-use super::{ArchiveSink, EventSink, Lookup, Observer, ObserverConfig};
+use super::{ArchiveSink, EventSink, Lookup, Pipeline, PipelineConfig};
 use crate::exclude::Exclusions;
-use crate::inetdiag::{AF_INET, AF_INET6, InetDiagMsg};
-use crate::metrics::{ErrorType, ExactQueryOutcome as Q, FlowEvent, Metrics};
-use crate::netlink::{ExactOutcome, ExactReply, ExactTarget, Family, Payloads};
+use crate::metrics::{ErrorType, ExactQueryOutcome as Q, Metrics};
 use crate::record::{ArchivalRecord, Timestamp};
+use crate::sockdiag::{ExactOutcome, ExactReply, ExactTarget, Family, Payloads};
 use crate::uuid::Prefix;
+use crate::wire::inet_diag::{AF_INET, AF_INET6, InetDiagMsg};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -77,16 +77,16 @@ fn payload(cookie: u64, state: u8, acked: u64, family: u8) -> Vec<u8> {
     p
 }
 
-fn observer(grace: Duration) -> (Observer<Archive, Events>, Log, Arc<Metrics>) {
+fn pipeline(grace: Duration) -> (Pipeline<Archive, Events>, Log, Arc<Metrics>) {
     let log: Log = Rc::default();
     let metrics = Arc::new(Metrics::new("abc").unwrap());
-    let config = ObserverConfig {
+    let config = PipelineConfig {
         exclusions: Exclusions::new(true, &[22], &[]),
         prefix: Prefix::from_bytes(b"host_1".to_vec()).unwrap(),
         close_grace: grace,
         safety_net: false,
     };
-    let o = Observer::new(
+    let o = Pipeline::new(
         config,
         Archive(Rc::clone(&log)),
         Events(Rc::clone(&log)),
@@ -98,8 +98,8 @@ fn observer(grace: Duration) -> (Observer<Archive, Events>, Log, Arc<Metrics>) {
 /// One family's dump as the tests write it: payloads as a slice, `None` for a failed dump.
 type Dump<'a> = (Family, Option<&'a [Vec<u8>]>, Timestamp);
 
-/// [`Observer::sweep`] with each family's payloads given as a slice.
-fn sweep(o: &mut Observer<Archive, Events>, families: &[Dump<'_>], now: Instant) {
+/// [`Pipeline::sweep`] with each family's payloads given as a slice.
+fn sweep(o: &mut Pipeline<Archive, Events>, families: &[Dump<'_>], now: Instant) {
     let packed: Vec<_> = families
         .iter()
         .map(|&(family, payloads, t)| (family, payloads.map(Payloads::from_iter), t))
@@ -111,8 +111,8 @@ fn sweep(o: &mut Observer<Archive, Events>, families: &[Dump<'_>], now: Instant)
     o.sweep(&borrowed, now);
 }
 
-/// [`Observer::destroyed`] with the payloads given as a slice.
-fn destroyed(o: &mut Observer<Archive, Events>, payloads: &[Vec<u8>], t: Timestamp, now: Instant) {
+/// [`Pipeline::destroyed`] with the payloads given as a slice.
+fn destroyed(o: &mut Pipeline<Archive, Events>, payloads: &[Vec<u8>], t: Timestamp, now: Instant) {
     o.destroyed(&Payloads::from_iter(payloads), t, now);
 }
 
@@ -124,7 +124,7 @@ const UUID_7: &str = "host_1_0000000000000007";
 
 #[test]
 fn new_changed_unchanged_and_closed() {
-    let (mut o, log, metrics) = observer(Duration::ZERO);
+    let (mut o, log, metrics) = pipeline(Duration::ZERO);
     let t = Timestamp::now();
     let now = Instant::now();
     let v4 = [payload(7, 1, 100, AF_INET)];
@@ -157,14 +157,26 @@ fn new_changed_unchanged_and_closed() {
     );
     assert_eq!(take(&log), [Seen::Closed(UUID_7.into()), Seen::Close(7)]);
     assert_eq!(o.tracked(), 0);
-    assert_eq!(metrics.flow_events.get(FlowEvent::Open).get(), 1);
-    assert_eq!(metrics.flow_events.get(FlowEvent::Close).get(), 1);
+    assert_eq!(
+        metrics
+            .flow_events
+            .get(crate::events::EventKind::Open)
+            .get(),
+        1
+    );
+    assert_eq!(
+        metrics
+            .flow_events
+            .get(crate::events::EventKind::Close)
+            .get(),
+        1
+    );
     assert_eq!(metrics.snapshots.get(), 2);
 }
 
 #[test]
 fn failed_dump_keeps_its_family_d12() {
-    let (mut o, log, _) = observer(Duration::ZERO);
+    let (mut o, log, _) = pipeline(Duration::ZERO);
     let t = Timestamp::now();
     let now = Instant::now();
     let v6 = [payload(6, 1, 1, AF_INET6)];
@@ -199,7 +211,7 @@ fn failed_dump_keeps_its_family_d12() {
 
 #[test]
 fn destroy_gives_exact_final_record_and_ends_at_once() {
-    let (mut o, log, _) = observer(Duration::from_millis(500));
+    let (mut o, log, _) = pipeline(Duration::from_millis(500));
     let t = Timestamp::now();
     let now = Instant::now();
     let v4 = [payload(7, 1, 100, AF_INET)];
@@ -238,7 +250,7 @@ fn destroy_gives_exact_final_record_and_ends_at_once() {
 
 #[test]
 fn missing_connection_closes_after_the_grace_without_destroy() {
-    let (mut o, log, _) = observer(Duration::from_millis(500));
+    let (mut o, log, _) = pipeline(Duration::from_millis(500));
     let t = Timestamp::now();
     let now = Instant::now();
     sweep(
@@ -300,7 +312,7 @@ impl Lookup for Script {
 #[test]
 fn missing_connection_is_confirmed_before_close_and_a_late_destroy_reopens_nothing() {
     let script = Script::default();
-    let (o, log, metrics) = observer(Duration::from_millis(500));
+    let (o, log, metrics) = pipeline(Duration::from_millis(500));
     let mut o = o.with_lookup(Box::new(script.clone()));
     let t = Timestamp::now();
     let now = Instant::now();
@@ -346,7 +358,7 @@ fn missing_connection_is_confirmed_before_close_and_a_late_destroy_reopens_nothi
 #[test]
 fn confirmation_replies_about_other_sockets_close_the_connection() {
     let script = Script::default();
-    let (o, log, metrics) = observer(Duration::from_millis(500));
+    let (o, log, metrics) = pipeline(Duration::from_millis(500));
     let mut o = o.with_lookup(Box::new(script.clone()));
     let t = Timestamp::now();
     let now = Instant::now();
@@ -390,7 +402,7 @@ fn confirmation_replies_about_other_sockets_close_the_connection() {
 /// and the next sample counted a regression).
 #[test]
 fn rates_keep_the_bytes_of_destroyed_connections() {
-    let (mut o, _log, metrics) = observer(Duration::from_millis(500));
+    let (mut o, _log, metrics) = pipeline(Duration::from_millis(500));
     let at = |secs: i64| Timestamp::from_unix(1_700_000_000 + secs, 0).unwrap();
     let now = Instant::now();
     let mut p = payload(7, 1, 0, AF_INET);
@@ -412,7 +424,7 @@ fn rates_keep_the_bytes_of_destroyed_connections() {
 
 #[test]
 fn connection_shorter_than_a_poll_gets_open_record_close() {
-    let (mut o, log, _) = observer(Duration::from_millis(500));
+    let (mut o, log, _) = pipeline(Duration::from_millis(500));
     destroyed(
         &mut o,
         &[payload(9, 7, 42, AF_INET6)],
@@ -432,7 +444,7 @@ fn connection_shorter_than_a_poll_gets_open_record_close() {
 
 #[test]
 fn excluded_zero_cookie_and_foreign_family_are_invisible() {
-    let (mut o, log, _) = observer(Duration::ZERO);
+    let (mut o, log, _) = pipeline(Duration::ZERO);
     let t = Timestamp::now();
     let mut ssh = payload(1, 1, 1, AF_INET);
     ssh[4..6].copy_from_slice(&22u16.to_be_bytes());
@@ -449,7 +461,7 @@ fn excluded_zero_cookie_and_foreign_family_are_invisible() {
 
 #[test]
 fn shutdown_closes_everything() {
-    let (mut o, log, _) = observer(Duration::ZERO);
+    let (mut o, log, _) = pipeline(Duration::ZERO);
     let t = Timestamp::now();
     let v4 = [payload(7, 1, 1, AF_INET), payload(8, 1, 1, AF_INET)];
     sweep(&mut o, &[(Family::Inet, Some(&v4), t)], Instant::now());

@@ -1,11 +1,11 @@
 //! Building an [`ArchivalRecord`] from a raw sock_diag reply (SPEC §3.6).
 
 use super::{ArchivalRecord, Attributes, Timestamp};
-use crate::nlmsg::{Message, SOCK_DIAG_BY_FAMILY, align, u16_at};
+use crate::wire::netlink::{Message, SOCK_DIAG_BY_FAMILY, align, u16_at};
 use thiserror::Error;
 
 /// Size of `struct inet_diag_msg`, archived verbatim as `RawIDM`.
-pub const RAW_IDM_LEN: usize = crate::inetdiag::MSG_LEN;
+pub const RAW_IDM_LEN: usize = crate::wire::inet_diag::MSG_LEN;
 /// The highest attribute type upstream archives: 2 × its `INET_DIAG_MAX` of 19.
 pub const INET_DIAG_MAX_TYPE: u16 = 38;
 
@@ -144,7 +144,7 @@ impl Attributes for ParsedPayload<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nlmsg::Header;
+    use crate::wire::netlink::Header;
 
     fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
         let mut v = ((4 + value.len()) as u16).to_ne_bytes().to_vec();

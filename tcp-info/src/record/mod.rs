@@ -13,6 +13,7 @@ mod writer;
 
 pub use build::{BuildError, DroppedAttributes, INET_DIAG_MAX_TYPE, ParsedPayload, RAW_IDM_LEN};
 pub use json::DecodeError;
+#[cfg(feature = "collector")]
 pub(crate) use json::push_go_string;
 pub use reader::{ArchiveReader, ReadError, ReadErrorKind};
 pub use timestamp::{Timestamp, TimestampError};
@@ -147,7 +148,7 @@ impl ArchivalRecord {
 
     /// The kernel socket cookie from RawIDM bytes 44–51 (host order), if RawIDM reaches them.
     pub fn cookie(&self) -> Option<u64> {
-        crate::inetdiag::cookie(self.raw_idm())
+        crate::wire::inet_diag::cookie(self.raw_idm())
     }
 
     /// Whether this is a Metadata line.

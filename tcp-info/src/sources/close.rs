@@ -4,8 +4,8 @@
 
 use super::Input;
 use crate::metrics::Metrics;
-use crate::netlink::{DestroyListener, Payloads, RecvOutcome};
 use crate::record::Timestamp;
+use crate::sockdiag::{DestroyListener, Payloads, RecvOutcome};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;

@@ -20,10 +20,10 @@
 use super::sweep::{DumpSizes, sweep_once};
 use super::{Input, Ticker};
 use crate::ebpf::{KernelCounters, Programs};
-use crate::inetdiag;
 use crate::metrics::{ExactQueryOutcome, KernelDrop, Metrics, SweepKind};
-use crate::netlink::{Checked, DiagSocket, ExactReply, ExactStats, ExactTarget, Family, Payloads};
 use crate::record::Timestamp;
+use crate::sockdiag::{Checked, DiagSocket, ExactReply, ExactStats, ExactTarget, Family, Payloads};
+use crate::wire::inet_diag;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -316,7 +316,7 @@ impl Round {
 /// The exact query for a marked socket.
 fn target_of(mark: &Mark) -> Option<ExactTarget> {
     let family = Family::from_af(u8::try_from(mark.family).ok()?)?;
-    let ip = |bytes: &[u8; 16]| inetdiag::address(family.af(), bytes);
+    let ip = |bytes: &[u8; 16]| inet_diag::address(family.af(), bytes);
     Some(ExactTarget {
         family,
         local: SocketAddr::new(ip(&mark.local_addr), mark.local_port),

@@ -3,12 +3,21 @@
 //! sweep source; eBPF mode runs the eBPF source, which also makes the safety-net sweeps; the
 //! close source runs in both.
 
+/// How the collector finds what changed: the sources that run besides the close source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Full dumps every poll interval, as upstream.
+    Sweep,
+    /// eBPF marks with exact queries, plus rare safety-net sweeps.
+    Ebpf,
+}
+
 pub mod close;
 pub mod ebpf;
 pub mod sweep;
 
-use crate::netlink::{Family, Payloads};
 use crate::record::Timestamp;
+use crate::sockdiag::{Family, Payloads};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 

@@ -4,8 +4,8 @@
 
 use super::{FamilyDump, Input, Ticker};
 use crate::metrics::{AddressFamily, DumpFailure, ErrorType, Metrics, SweepKind};
-use crate::netlink::{DiagSocket, DumpError, Family, Payloads};
 use crate::record::Timestamp;
+use crate::sockdiag::{DiagSocket, DumpError, Family, Payloads};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;

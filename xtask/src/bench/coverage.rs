@@ -13,9 +13,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tcp_info::inetdiag::InetDiagMsg;
 use tcp_info::record::{ArchivalRecord, ArchiveReader};
 use tcp_info::tcpinfo::TcpInfo;
+use tcp_info::wire::inet_diag::InetDiagMsg;
 
 use crate::workload::truth::{ConnClass, ConnTruth};
 

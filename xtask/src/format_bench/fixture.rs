@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
-use tcp_info::nlmsg::{Message, Messages};
 use tcp_info::record::{ArchivalRecord, Timestamp};
+use tcp_info::wire::netlink::{Message, Messages};
 
 use super::{FIXTURE_MESSAGES, START_UNIX_MS, STEP_MS};
 

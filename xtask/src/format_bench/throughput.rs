@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use serde::Serialize;
-use tcp_info::nlmsg::Message;
 use tcp_info::record::{ArchivalRecord, ArchiveReader, DEFAULT_LEVEL, FrameCompressor, Timestamp};
+use tcp_info::wire::netlink::Message;
 
 /// One throughput figure.
 #[derive(Debug, Serialize)]

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context as _, bail};
 use nix::sched::CloneFlags;
-use tcp_info::netlink::{in_netns, named_netns_path};
+use tcp_info::sockdiag::{in_netns, named_netns_path};
 
 /// Prefix of every namespace name this module creates.
 const NS_PREFIX: &str = "tib";
@@ -152,7 +152,7 @@ pub fn enter(ns: &str) -> anyhow::Result<()> {
 }
 
 /// Runs `f` on a helper thread inside `ns` and returns its result
-/// ([`tcp_info::netlink::in_netns`]).
+/// ([`tcp_info::sockdiag::in_netns`]).
 pub fn run_in<T: Send>(
     ns: &str,
     f: impl FnOnce() -> anyhow::Result<T> + Send,

@@ -303,7 +303,7 @@ pub fn usage() -> String {
     let _ = writeln!(
         out,
         "  (eBPF mode: {})",
-        if crate::ebpf::EMBEDDED {
+        if tcp_info::ebpf::EMBEDDED {
             "this build embeds the programs"
         } else {
             "not in this build, which has no eBPF object; auto runs sweep mode"

@@ -26,7 +26,6 @@
 mod duration;
 mod error;
 mod flags;
-mod ipnet;
 mod values;
 
 #[cfg(test)]
@@ -37,17 +36,19 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::{CliError, Origin};
-pub use flags::usage;
-pub use ipnet::IpNet;
-pub use values::{ListenAddress, Mode};
+#[cfg(test)]
+use flags::usage;
+pub use tcp_info::exclude::IpNet;
+pub use tcp_info::metrics::ListenAddress;
+pub use values::Mode;
 
-use crate::anonymize::Method;
-use crate::uuid::Prefix;
 use flags::{
     ANONYMIZE_IP, EVENT_SOCKET, EXCLUDE_DSTIP, EXCLUDE_LOCAL, EXCLUDE_SRCPORT, FLUSH_INTERVAL,
     LISTEN_ADDRESS, LOGX_DEBUG, MODE, OUTPUT, Occurrences, POLL_INTERVAL, RCVBUF, REPS,
     ROTATION_AGE, SAFETY_SWEEP_INTERVAL, TRACE, UUID_PREFIX_FILE,
 };
+use tcp_info::anonymize::Method;
+use tcp_info::uuid::Prefix;
 
 /// Default `-poll-interval` (upstream's fixed 10 ms, SPEC §2.3).
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -56,9 +57,9 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// 5 s.
 pub const DEFAULT_SAFETY_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Default `-rotation-age` (upstream's fixed 10 min, SPEC §6.3): the saver's default.
-pub const DEFAULT_ROTATION_AGE: Duration = crate::saver::DEFAULT_ROTATION_AGE;
+pub const DEFAULT_ROTATION_AGE: Duration = tcp_info::saver::DEFAULT_ROTATION_AGE;
 /// Default `-flush-interval`: the saver's default.
-pub const DEFAULT_FLUSH_INTERVAL: Duration = crate::saver::DEFAULT_FLUSH_INTERVAL;
+pub const DEFAULT_FLUSH_INTERVAL: Duration = tcp_info::saver::DEFAULT_FLUSH_INTERVAL;
 /// Default `-rcvbuf`: 8 MiB.
 pub const DEFAULT_RCVBUF: usize = 8 << 20;
 /// The variable naming the pod, preferred over the hostname in the default UUID prefix.
@@ -177,8 +178,6 @@ impl Config {
 /// How important a [`Message`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
-    /// Worth knowing (e.g. `-mode=auto` resolved to sweep).
-    Info,
     /// Probably a mistake that did not stop start-up (e.g. a variable shadowed by a flag).
     Warn,
 }
@@ -206,7 +205,6 @@ impl Parsed {
     pub fn log_messages(&self) {
         for m in &self.messages {
             match m.level {
-                Level::Info => tracing::info!("{}", m.text),
                 Level::Warn => tracing::warn!("{}", m.text),
             }
         }

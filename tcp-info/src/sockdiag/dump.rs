@@ -8,7 +8,7 @@ use super::diag::DiagSocket;
 use super::payloads::Payloads;
 use super::request::{self, Family, SockId};
 use super::socket;
-use crate::nlmsg::{
+use crate::wire::netlink::{
     FrameError, Messages, NLM_F_DUMP_INTR, NLM_F_MULTI, NLMSG_DONE, NLMSG_ERROR,
     SOCK_DIAG_BY_FAMILY,
 };
@@ -280,8 +280,8 @@ fn process_datagram(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::testutil::{self, TestNetns, diag_cookie, diag_ports};
-    use crate::nlmsg::{HEADER_LEN, Header, align};
+    use crate::sockdiag::testutil::{self, TestNetns, diag_cookie, diag_ports};
+    use crate::wire::netlink::{HEADER_LEN, Header, align};
     use std::collections::BTreeSet;
 
     fn msg(kind: u16, flags: u16, seq: u32, pid: u32, payload: &[u8]) -> Vec<u8> {

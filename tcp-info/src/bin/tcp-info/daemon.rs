@@ -7,18 +7,7 @@
 //! Close for every open connection and finishes every file), then the event socket (after its
 //! clients received those Close events), then the metrics server.
 
-use crate::anonymize::{self, Anonymizer, Method};
 use crate::cli::{Config, Mode};
-use crate::ebpf::{self, EbpfError, Programs};
-use crate::events::{EventServer, EventServerConfig, FlowEvent, FlowId};
-use crate::exclude::Exclusions;
-use crate::inetdiag::InetDiagMsg;
-use crate::metrics::{self, LabelValue as _, Metrics};
-use crate::netlink::{DestroyListener, DiagSocket};
-use crate::pipeline::{ArchiveSink, EventSink, Observer, ObserverConfig};
-use crate::record::Timestamp;
-use crate::saver::{ErrorClass, Saver, SaverConfig, SaverStats, repair_tree};
-use crate::sources::{self, Input, ebpf::EbpfConfig, sweep::SweepConfig};
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +15,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
+use tcp_info::anonymize::{self, Anonymizer, Method};
+use tcp_info::ebpf::{self, EbpfError, Programs};
+use tcp_info::events::{EventServer, EventServerConfig, FlowEvent, FlowId};
+use tcp_info::exclude::Exclusions;
+use tcp_info::metrics::{self, LabelValue as _, Metrics};
+use tcp_info::pipeline::{ArchiveSink, EventSink, Pipeline, PipelineConfig};
+use tcp_info::record::Timestamp;
+use tcp_info::saver::{ErrorClass, Saver, SaverConfig, SaverStats, repair_tree};
+use tcp_info::sockdiag::{DestroyListener, DiagSocket};
+use tcp_info::sources::{self, Input, ebpf::EbpfConfig, sweep::SweepConfig};
+use tcp_info::wire::inet_diag::InetDiagMsg;
 
 /// How often the pipeline does housekeeping (flushes, rotation, metrics export).
 const TICK: Duration = Duration::from_millis(100);
@@ -91,9 +91,9 @@ pub fn run(config: &Config) -> Result<()> {
     };
 
     let mode = if programs.is_some() {
-        metrics::Mode::Ebpf
+        tcp_info::sources::Mode::Ebpf
     } else {
-        metrics::Mode::Sweep
+        tcp_info::sources::Mode::Sweep
     };
     metrics.set_mode(mode);
     tracing::info!(
@@ -123,8 +123,8 @@ pub fn run(config: &Config) -> Result<()> {
         }));
     }
     let saver = Saver::new(saver_config).context("starting the saver")?;
-    let observer = Observer::new(
-        ObserverConfig {
+    let pipeline = Pipeline::new(
+        PipelineConfig {
             exclusions: Exclusions::new(
                 config.exclude_local,
                 &config.exclude_srcport,
@@ -192,7 +192,7 @@ pub fn run(config: &Config) -> Result<()> {
         let wake = WakeOnExit(done_tx.clone());
         thread::Builder::new()
             .name("pipeline".into())
-            .spawn(move || run_pipeline(observer, &rx, &queued, &wake.0))
+            .spawn(move || run_pipeline(pipeline, &rx, &queued, &wake.0))
             .context("starting the pipeline thread")?
     };
 
@@ -299,7 +299,7 @@ impl Drop for WakeOnExit {
 }
 
 /// Finishes archives a crashed predecessor left with a partial last frame (SPEC §5.3).
-fn repair_archives(prefix: &crate::uuid::Prefix) {
+fn repair_archives(prefix: &tcp_info::uuid::Prefix) {
     match repair_tree(Path::new("."), prefix) {
         Ok(report) => {
             for (path, error) in &report.failures {
@@ -346,7 +346,7 @@ fn file_budget(wanted: usize) -> usize {
 /// shuts the pipeline down. Returns the event sink so that the main thread can close the
 /// socket after the final Close events.
 fn run_pipeline(
-    mut observer: Observer<SaverSink, Events>,
+    mut pipeline: Pipeline<SaverSink, Events>,
     rx: &mpsc::Receiver<Input>,
     queued: &AtomicUsize,
     done: &mpsc::Sender<&'static str>,
@@ -359,20 +359,20 @@ fn run_pipeline(
                     .iter()
                     .map(|d| (d.family, d.payloads.as_ref(), d.timestamp))
                     .collect();
-                observer.sweep(&families, Instant::now());
+                pipeline.sweep(&families, Instant::now());
                 queued.fetch_sub(1, Ordering::AcqRel);
             }
             Ok(Input::Refreshed {
                 payloads,
                 timestamp,
             }) => {
-                observer.refreshed(&payloads, timestamp, Instant::now());
+                pipeline.refreshed(&payloads, timestamp, Instant::now());
                 queued.fetch_sub(1, Ordering::AcqRel);
             }
             Ok(Input::Destroyed {
                 payloads,
                 timestamp,
-            }) => observer.destroyed(&payloads, timestamp, Instant::now()),
+            }) => pipeline.destroyed(&payloads, timestamp, Instant::now()),
             Ok(Input::Finished) => {
                 let _ = done.send("reps finished");
             }
@@ -382,12 +382,12 @@ fn run_pipeline(
         let now = Instant::now();
         if now.duration_since(last_tick) >= TICK {
             last_tick = now;
-            observer.tick(now);
-            observer.events().export(observer.metrics());
+            pipeline.tick(now);
+            pipeline.events().export(pipeline.metrics());
         }
     }
-    observer.shutdown();
-    observer.into_sinks().1
+    pipeline.shutdown();
+    pipeline.into_sinks().1
 }
 
 /// The saver as the pipeline's archive sink, exporting its counters as metrics.
@@ -435,7 +435,7 @@ impl ArchiveSink for SaverSink {
     fn write(
         &mut self,
         cookie: u64,
-        record: &crate::record::ArchivalRecord,
+        record: &tcp_info::record::ArchivalRecord,
         now: Instant,
     ) -> Result<(), String> {
         self.saver

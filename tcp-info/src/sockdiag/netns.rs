@@ -93,7 +93,7 @@ fn run_entered<T>(netns: &Path, f: impl FnOnce() -> T) -> Result<T, NetnsError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::testutil::TestNetns;
+    use crate::sockdiag::testutil::TestNetns;
 
     fn netns_inode(path: &Path) -> u64 {
         use std::os::unix::fs::MetadataExt;

@@ -136,7 +136,7 @@ pub fn diag_attr(p: &[u8], kind: u16) -> Option<&[u8]> {
         if ty == kind {
             return Some(&rest[4..len]);
         }
-        rest = rest.get(crate::nlmsg::align(len)..).unwrap_or(&[]);
+        rest = rest.get(crate::wire::netlink::align(len)..).unwrap_or(&[]);
     }
     None
 }

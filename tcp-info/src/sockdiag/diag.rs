@@ -130,13 +130,13 @@ impl DiagSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::testutil::TestNetns;
+    use crate::sockdiag::testutil::TestNetns;
 
     #[test]
     fn sockets_can_move_to_worker_threads() {
         fn assert_send<T: Send>() {}
         assert_send::<DiagSocket>();
-        assert_send::<crate::netlink::DestroyListener>();
+        assert_send::<crate::sockdiag::DestroyListener>();
     }
 
     #[test]

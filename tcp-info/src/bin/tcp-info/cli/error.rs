@@ -4,7 +4,7 @@ use std::fmt;
 
 use thiserror::Error;
 
-use crate::uuid::PrefixError;
+use tcp_info::uuid::PrefixError;
 
 /// Where a value came from: a command-line flag or an environment variable.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,8 +11,8 @@ use super::NetlinkError;
 use super::diag::DiagSocket;
 use super::request::{self, Family, STATE_MASK, SockId};
 use super::socket::{self, Drained};
-use crate::inetdiag::{self, InetDiagMsg};
-use crate::nlmsg::{Messages, NLMSG_ERROR, SOCK_DIAG_BY_FAMILY};
+use crate::wire::inet_diag::{self, InetDiagMsg};
+use crate::wire::netlink::{Messages, NLMSG_ERROR, SOCK_DIAG_BY_FAMILY};
 
 /// Rounds in a row without a single reply before giving up.
 const MAX_IDLE_ROUNDS: usize = 3;
@@ -67,9 +67,9 @@ impl ExactTarget {
             return Checked::Mismatch;
         }
         match idm.state() {
-            inetdiag::state::TIME_WAIT => Checked::Gone,
+            inet_diag::state::TIME_WAIT => Checked::Gone,
             state
-                if state != inetdiag::state::LISTEN
+                if state != inet_diag::state::LISTEN
                     && 1u32.checked_shl(state.into()).unwrap_or(0) & STATE_MASK != 0 =>
             {
                 Checked::Live(payload)
@@ -291,7 +291,7 @@ impl DiagSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::testutil::{self, TestNetns, diag_cookie, diag_ports};
+    use crate::sockdiag::testutil::{self, TestNetns, diag_cookie, diag_ports};
     use std::net::Shutdown;
 
     fn target(
@@ -465,7 +465,7 @@ mod tests {
             assert_eq!(diag_ports(p).0, targets[r.index].local.port());
         }
         // The socket is left clean: a dump on it works at once.
-        let mut dump = crate::netlink::Payloads::new();
+        let mut dump = crate::sockdiag::Payloads::new();
         diag.dump(Family::Inet, &mut dump).unwrap();
         assert_eq!(dump.len(), targets.len() + 1);
     }
@@ -482,11 +482,11 @@ mod tests {
         let v6 = testutil::connections(&ns, "[::1]:0", 1);
         let mut targets = Vec::new();
         for family in [Family::Inet, Family::Inet6] {
-            let mut dump = crate::netlink::Payloads::new();
+            let mut dump = crate::sockdiag::Payloads::new();
             diag.dump(family, &mut dump).unwrap();
             for p in &dump {
                 let idm = InetDiagMsg::new(p).unwrap();
-                if idm.state() == inetdiag::state::ESTABLISHED {
+                if idm.state() == inet_diag::state::ESTABLISHED {
                     targets.push(ExactTarget::of(&idm).unwrap());
                 }
             }
@@ -514,13 +514,13 @@ mod tests {
             Checked::Mismatch
         );
         let mut listen = found(&out[0]);
-        listen[1] = inetdiag::state::LISTEN;
+        listen[1] = inet_diag::state::LISTEN;
         assert_eq!(
             targets[out[0].index].check(&ExactOutcome::Found(listen)),
             Checked::Mismatch
         );
         let mut time_wait = found(&out[0]);
-        time_wait[1] = inetdiag::state::TIME_WAIT;
+        time_wait[1] = inet_diag::state::TIME_WAIT;
         assert_eq!(
             targets[out[0].index].check(&ExactOutcome::Found(time_wait)),
             Checked::Gone

@@ -20,7 +20,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::nlmsg::{HEADER_LEN, Header, NLM_F_DUMP, NLM_F_REQUEST, SOCK_DIAG_BY_FAMILY};
+use crate::wire::netlink::{HEADER_LEN, Header, NLM_F_DUMP, NLM_F_REQUEST, SOCK_DIAG_BY_FAMILY};
 
 /// Size of `struct inet_diag_req_v2`.
 pub const REQ_V2_LEN: usize = 56;

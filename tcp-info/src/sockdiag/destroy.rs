@@ -14,7 +14,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use super::payloads::Payloads;
 use super::socket::{self, Drained, RECV_BUF_LEN, RcvBuf};
 use super::{NetlinkError, netns};
-use crate::nlmsg::{Messages, SOCK_DIAG_BY_FAMILY};
+use crate::wire::netlink::{Messages, SOCK_DIAG_BY_FAMILY};
 
 /// `SKNLGRP_INET_TCP_DESTROY` (`include/uapi/linux/sock_diag.h`, `enum sknetlink_groups`).
 pub const SKNLGRP_INET_TCP_DESTROY: u32 = 1;
@@ -153,7 +153,7 @@ impl DestroyListener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::testutil::{self, TestNetns, bytes_acked, diag_cookie};
+    use crate::sockdiag::testutil::{self, TestNetns, bytes_acked, diag_cookie};
     use std::collections::HashMap;
     use std::io::{Read, Write};
     use std::net::Shutdown;
@@ -264,11 +264,11 @@ mod tests {
         // Do not read until every socket is gone (the notifications are generated meanwhile), so
         // that the queue must overflow.
         let deadline = Instant::now() + Duration::from_secs(5);
-        let mut diag = crate::netlink::DiagSocket::open_in_netns(ns.path(), 1 << 20).unwrap();
+        let mut diag = crate::sockdiag::DiagSocket::open_in_netns(ns.path(), 1 << 20).unwrap();
         let mut out = Payloads::new();
         loop {
             out.clear();
-            diag.dump(crate::netlink::Family::Inet, &mut out).unwrap();
+            diag.dump(crate::sockdiag::Family::Inet, &mut out).unwrap();
             if out.is_empty() {
                 break;
             }

@@ -3,8 +3,6 @@
 //! Decoding follows the corrected rules of SPEC §12 D6: `idiag_if` and the cookie in host order,
 //! the address form chosen by the family.
 
-pub mod attr;
-
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use thiserror::Error;
 
@@ -135,7 +133,7 @@ impl<'a> InetDiagMsg<'a> {
 
     fn u32_at(self, at: usize) -> u32 {
         // Every offset read is a constant inside the 72 bytes.
-        crate::nlmsg::u32_at(self.bytes, at).unwrap_or_default()
+        crate::wire::netlink::u32_at(self.bytes, at).unwrap_or_default()
     }
 
     /// `idiag_family` (2 or 10 for TCP sockets).
@@ -211,8 +209,8 @@ impl<'a> InetDiagMsg<'a> {
 /// The socket cookie of a raw `inet_diag_msg` (bytes 44–51: two host-order u32 halves, low half
 /// first; D6 fixed), or `None` if `raw_idm` ends before it.
 pub fn cookie(raw_idm: &[u8]) -> Option<u64> {
-    let low = crate::nlmsg::u32_at(raw_idm, offset::COOKIE)?;
-    let high = crate::nlmsg::u32_at(raw_idm, offset::COOKIE + 4)?;
+    let low = crate::wire::netlink::u32_at(raw_idm, offset::COOKIE)?;
+    let high = crate::wire::netlink::u32_at(raw_idm, offset::COOKIE + 4)?;
     Some(u64::from(high) << 32 | u64::from(low))
 }
 

@@ -5,8 +5,11 @@
 //! Fixes upstream D4 (ports ≥ 32768 are valid) and D5 (an IPv4 `-exclude-dstip` also matches the
 //! peer on a dual-stack AF_INET6 socket, and CIDR blocks are accepted).
 
-use crate::cli::IpNet;
-use crate::inetdiag::InetDiagMsg;
+mod ipnet;
+
+pub use ipnet::IpNet;
+
+use crate::wire::inet_diag::InetDiagMsg;
 use std::net::IpAddr;
 
 /// Which rule excluded a socket.
@@ -85,7 +88,7 @@ pub fn is_local(addr: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inetdiag::{AF_INET, AF_INET6};
+    use crate::wire::inet_diag::{AF_INET, AF_INET6};
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn msg(family: u8, sport: u16, src: IpAddr, dst: IpAddr) -> [u8; 72] {

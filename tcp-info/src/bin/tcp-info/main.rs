@@ -1,10 +1,16 @@
 //! `tcp-info`: records `tcp_info` for every TCP connection of this host (or network namespace)
 //! into m-lab/tcp-info archives. See the README and `tcp-info --help`.
+//!
+//! The binary owns the command line ([`cli`]) and the wiring of sources, pipeline and sinks
+//! ([`daemon`]); everything it wires is the `tcp_info` library.
+
+mod cli;
+mod daemon;
 
 #[cfg(target_os = "linux")]
 fn main() -> std::process::ExitCode {
     use std::process::ExitCode;
-    let parsed = match tcp_info::cli::parse_process() {
+    let parsed = match cli::parse_process() {
         Ok(parsed) => parsed,
         Err(e) => {
             let code = e.exit_code();
@@ -26,7 +32,7 @@ fn main() -> std::process::ExitCode {
         .init();
     parsed.log_messages();
     parsed.config.log_arguments();
-    match tcp_info::daemon::run(&parsed.config) {
+    match daemon::run(&parsed.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -137,15 +137,15 @@ impl<const N: usize> Image<N> {
     }
 
     pub(crate) fn u16(&self, at: usize) -> u16 {
-        crate::nlmsg::u16_at(&self.0, at).unwrap_or_default()
+        crate::wire::netlink::u16_at(&self.0, at).unwrap_or_default()
     }
 
     pub(crate) fn u32(&self, at: usize) -> u32 {
-        crate::nlmsg::u32_at(&self.0, at).unwrap_or_default()
+        crate::wire::netlink::u32_at(&self.0, at).unwrap_or_default()
     }
 
     pub(crate) fn u64(&self, at: usize) -> u64 {
-        crate::nlmsg::u64_at(&self.0, at).unwrap_or_default()
+        crate::wire::netlink::u64_at(&self.0, at).unwrap_or_default()
     }
 }
 

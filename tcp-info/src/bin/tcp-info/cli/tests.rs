@@ -48,7 +48,7 @@ fn ip(s: &str) -> IpNet {
 fn defaults_reproduce_upstream() {
     let parsed = run(&[], &[]).unwrap();
     let c = &parsed.config;
-    let boot = crate::uuid::boot_time().unwrap();
+    let boot = tcp_info::uuid::boot_time().unwrap();
     let want = Config {
         reps: 0,
         trace: false,
@@ -85,8 +85,8 @@ fn defaults_reproduce_upstream() {
 fn default_prefix_uses_hostname_without_pod_name() {
     let no_pod = |name: &str| (name == "POD_NAME").then(|| OsString::from(""));
     let c = parse(Vec::new(), &no_pod).unwrap().config;
-    let host = crate::uuid::hostname().unwrap();
-    let boot = crate::uuid::boot_time().unwrap();
+    let host = tcp_info::uuid::hostname().unwrap();
+    let boot = tcp_info::uuid::boot_time().unwrap();
     assert_eq!(c.uuid_prefix.as_str(), format!("{host}_{boot}_unsafe"));
 }
 

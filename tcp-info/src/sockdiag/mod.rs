@@ -3,7 +3,7 @@
 //! ([`DestroyListener`]), and opening either inside another network namespace ([`in_netns`]).
 //!
 //! This layer moves bytes: it returns each reply's payload (`inet_diag_msg` + attributes) without
-//! interpreting it. Framing is [`crate::nlmsg`]; decoding is the parser side's job.
+//! interpreting it. Framing is [`crate::wire::netlink`]; decoding is the parser side's job.
 
 mod destroy;
 mod diag;
@@ -32,7 +32,7 @@ pub use payloads::Payloads;
 pub use request::{Family, NO_COOKIE, STATE_MASK};
 pub use socket::RcvBuf;
 
-use crate::nlmsg::FrameError;
+use crate::wire::netlink::FrameError;
 
 /// Errors of socket set-up, exact queries and the destroy listener. (Dumps have their own
 /// [`DumpError`], whose variants map to metric labels.)
