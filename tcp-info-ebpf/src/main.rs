@@ -79,6 +79,13 @@ const TCP_CLOSE: i32 = 7;
 const TCP_LISTEN: i32 = 10;
 /// `BPF_RB_NO_WAKEUP`: the daemon drains on its own clock, so no wake-up per mark.
 const BPF_RB_NO_WAKEUP: u64 = 1;
+/// `BPF_RB_FORCE_WAKEUP`: wake the reader now.
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+/// `BPF_RB_AVAIL_DATA`: `bpf_ringbuf_query` returns the bytes not yet consumed.
+const BPF_RB_AVAIL_DATA: u64 = 0;
+/// Fill level past which each mark wakes the reader: a burst is drained early, long before the
+/// ring is full, while a quiet host causes no wake-up at all.
+const WAKE_AT_BYTES: u64 = MARKS_BYTES as u64 / 4;
 
 /// The mark interval alone: the hot path reads one field, not the whole configuration.
 fn interval_ns() -> u64 {
@@ -143,7 +150,12 @@ fn mark(sk: *const u8, hook: Hook, state: u8, always: bool) {
         }
         return;
     }
-    if MARKS.output::<Mark>(&mark, BPF_RB_NO_WAKEUP).is_err() {
+    let wake = if MARKS.query(BPF_RB_AVAIL_DATA) >= WAKE_AT_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    if MARKS.output::<Mark>(&mark, wake).is_err() {
         // Not remembered as marked: the socket's next event tries again.
         count(Counter::RingFull);
         return;

@@ -93,9 +93,48 @@ pub struct KernelCounters {
     pub read_failed: u64,
 }
 
+/// The ring buffer through which the programs send their marks.
+///
+/// The programs do not wake a reader for each mark: they wake it only once the ring holds more
+/// than a quarter of its size, so the reader drains on its own clock (the poll interval) and
+/// early only in a burst. It is pollable (`AsRawFd`): readable means "drain now".
+pub struct MarkRing(RingBuf<MapData>);
+
+impl MarkRing {
+    /// Moves every mark waiting in the ring buffer to `out`; returns how many. Memory reads
+    /// only: no system call. A record of the wrong size (never written by these programs) is
+    /// skipped and counted in the second value.
+    pub fn drain(&mut self, out: &mut Vec<Mark>) -> (usize, usize) {
+        let (mut read, mut malformed) = (0, 0);
+        while let Some(item) = self.0.next() {
+            match mark_from_bytes(&item) {
+                Some(mark) => {
+                    out.push(mark);
+                    read += 1;
+                }
+                None => malformed += 1,
+            }
+        }
+        (read, malformed)
+    }
+}
+
+impl std::os::fd::AsRawFd for MarkRing {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl std::fmt::Debug for MarkRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MarkRing").finish_non_exhaustive()
+    }
+}
+
 /// The loaded and attached programs. Dropping it detaches them.
 pub struct Programs {
-    marks: RingBuf<MapData>,
+    /// Taken by the reader with [`Programs::take_marks`].
+    marks: Option<MarkRing>,
     counters: PerCpuArray<MapData, u64>,
     // Owns the programs and their links: kept last so the maps above close first.
     _ebpf: Ebpf,
@@ -173,27 +212,15 @@ impl Programs {
                 }
             })?;
         Ok(Self {
-            marks,
+            marks: Some(MarkRing(marks)),
             counters,
             _ebpf: ebpf,
         })
     }
 
-    /// Moves every mark waiting in the ring buffer to `out`; returns how many. Memory reads
-    /// only: no system call. A record of the wrong size (never written by these programs) is
-    /// skipped and counted in the second value.
-    pub fn drain(&mut self, out: &mut Vec<Mark>) -> (usize, usize) {
-        let (mut read, mut malformed) = (0, 0);
-        while let Some(item) = self.marks.next() {
-            match mark_from_bytes(&item) {
-                Some(mark) => {
-                    out.push(mark);
-                    read += 1;
-                }
-                None => malformed += 1,
-            }
-        }
-        (read, malformed)
+    /// The ring buffer of marks, for the one reader that drains it; `None` once taken.
+    pub fn take_marks(&mut self) -> Option<MarkRing> {
+        self.marks.take()
     }
 
     /// The kernel-side counters, summed over CPUs.
@@ -357,13 +384,15 @@ mod load_tests {
         };
         let inode = netns_inode(watched.path()).unwrap();
         let mut programs = Programs::load(Duration::from_millis(10), &[inode], false).unwrap();
+        let mut ring = programs.take_marks().unwrap();
+        assert!(programs.take_marks().is_none(), "one reader only");
         let mut out = Vec::new();
-        programs.drain(&mut out);
+        ring.drain(&mut out);
         let seen = testutil::connections(&watched, "127.0.0.1:0", 2);
         let unseen = testutil::connections(&other, "127.0.0.1:0", 2);
         std::thread::sleep(Duration::from_millis(50));
         out.clear();
-        let (read, malformed) = programs.drain(&mut out);
+        let (read, malformed) = ring.drain(&mut out);
         assert_eq!(malformed, 0);
         assert_eq!(read, out.len());
         for c in &seen.conns {
@@ -408,7 +437,7 @@ mod load_tests {
         let v6 = testutil::connections(&ns, "[::1]:0", 2);
         std::thread::sleep(Duration::from_millis(50));
         let mut out = Vec::new();
-        programs.drain(&mut out);
+        programs.take_marks().unwrap().drain(&mut out);
         assert!(out.is_empty(), "loopback sockets marked: {out:?}");
         assert!(programs.counters().unwrap().submitted == 0);
         drop((v4, v6));

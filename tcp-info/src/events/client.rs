@@ -1,8 +1,8 @@
-//! One connected client: its bounded queue and its writer thread.
+//! One connected client: a tokio task with its bounded queue and a write deadline.
 //!
-//! The publisher only ever takes the queue's mutex for a push (never during I/O), so it cannot
-//! be held up by a client. The writer takes whole lines off the queue and sends them with
-//! non-blocking sends bounded by a deadline.
+//! The publisher (the pipeline thread) only ever calls `try_send` on the client's queue, so it
+//! can never be held up by a client. The task takes whole lines off the queue, sends them with
+//! non-blocking writes bounded by a deadline, and notices a hang-up while idle.
 //!
 //! Whole lines only: on Linux a Unix stream `send` that fits one socket buffer allocation
 //! (`sk_sndbuf / 2 − 64` bytes, at most 32 KiB of page fragments plus the head) is queued as a
@@ -12,40 +12,32 @@
 //! kilobytes, is sent in pieces and could be cut if its client is dropped mid-line.)
 
 use super::stats::Counters;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use socket2::SockRef;
-use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
-use std::mem::MaybeUninit;
-use std::net::Shutdown;
-use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+use tokio::net::UnixStream;
+use tokio::sync::mpsc::{self, error::TryRecvError, error::TrySendError};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// One encoded event line, shared by every client queue it is offered to.
 pub(super) type Line = Arc<[u8]>;
 
-/// How often an idle writer checks whether its client hung up, so that the connected-clients
-/// gauge does not wait for the next event to notice.
-const IDLE_CHECK: Duration = Duration::from_millis(500);
 /// Upper bound of one batch (see the module comment); the socket's own limit may be lower.
 const MAX_BATCH: usize = 32 * 1024;
 /// Lower bound of one batch, should the send buffer report something absurdly small.
 const MIN_BATCH: usize = 512;
 
-/// Locks a mutex, ignoring poisoning: the queue stays consistent even if a holder panicked,
-/// because every critical section is a handful of non-panicking operations.
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Why a client was disconnected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum CloseReason {
     /// Its queue was full when an event was published.
-    QueueFull,
+    QueueFull = 1,
+    /// The server shut down before the client's queue could be written.
+    ShutdownCutOff = 2,
     /// A batch could not be sent within the write timeout.
     WriteTimeout,
     /// It hung up (seen while idle).
@@ -54,10 +46,6 @@ enum CloseReason {
     WriteError,
     /// The server shut down and the client's queue was empty.
     Shutdown,
-    /// The server shut down before the client's queue could be written.
-    ShutdownCutOff,
-    /// No writer thread could be started for it.
-    NoWriter,
 }
 
 impl CloseReason {
@@ -66,22 +54,7 @@ impl CloseReason {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// Accepting events.
-    Open,
-    /// The server is shutting down: write what is queued, then close.
-    Draining,
-    /// Done; the writer exits and the publisher forgets the client.
-    Closed,
-}
-
-struct Queue {
-    lines: VecDeque<Line>,
-    state: State,
-}
-
-/// Whether [`Client::offer`] kept the line.
+/// Whether [`ClientHandle::offer`] kept the line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Offer {
     /// Queued for writing.
@@ -90,103 +63,209 @@ pub(super) enum Offer {
     Closed,
 }
 
-/// What a writer thread needs beyond its client.
-#[derive(Debug, Clone)]
-pub(super) struct WriterContext {
-    /// How long one batch may take to send before the client counts as lagging.
-    pub(super) write_timeout: Duration,
-    /// Set once, at shutdown: nothing is written after it.
-    pub(super) drain_deadline: Arc<OnceLock<Instant>>,
+/// How the server stops a client's task from outside: the reason is stored first, then the
+/// token is cancelled, and the task reads the reason when it sees the cancellation.
+#[derive(Debug, Default)]
+struct Kill {
+    token: CancellationToken,
+    reason: AtomicU8,
 }
 
-/// A connected client.
-pub(super) struct Client {
+impl Kill {
+    fn kill(&self, reason: CloseReason) {
+        // The first reason wins: a client cut off at shutdown after its queue overflowed is
+        // still counted as lagging.
+        let _ = self
+            .reason
+            .compare_exchange(0, reason as u8, Ordering::SeqCst, Ordering::SeqCst);
+        self.token.cancel();
+    }
+
+    fn reason(&self) -> CloseReason {
+        if self.reason.load(Ordering::SeqCst) == CloseReason::QueueFull as u8 {
+            CloseReason::QueueFull
+        } else {
+            CloseReason::ShutdownCutOff
+        }
+    }
+}
+
+/// The server's side of a client: its queue's sender and the means to stop its task.
+pub(super) struct ClientHandle {
     id: u64,
-    stream: UnixStream,
-    capacity: usize,
-    queue: Mutex<Queue>,
-    ready: Condvar,
+    queue: mpsc::Sender<Line>,
+    kill: Arc<Kill>,
     counters: Arc<Counters>,
 }
 
-impl Client {
-    /// A client in the open state. The caller has counted it as connected.
-    pub(super) fn new(
-        id: u64,
-        stream: UnixStream,
-        capacity: usize,
-        counters: Arc<Counters>,
-    ) -> Self {
-        Self {
-            id,
-            stream,
-            capacity,
-            queue: Mutex::new(Queue {
-                lines: VecDeque::new(),
-                state: State::Open,
-            }),
-            ready: Condvar::new(),
-            counters,
-        }
-    }
-
+impl ClientHandle {
     /// Queues `line` without ever waiting for the client. A client whose queue is full is
-    /// closed, and its connection shut down so that its writer stops at once (D8).
+    /// disconnected at once (D8); the line is counted as dropped here, the rest of its queue by
+    /// its task.
     pub(super) fn offer(&self, line: &Line) -> Offer {
-        let mut q = lock(&self.queue);
-        if q.state != State::Open {
-            return Offer::Closed;
+        match self.queue.try_send(Arc::clone(line)) {
+            Ok(()) => Offer::Queued,
+            Err(TrySendError::Full(_)) => {
+                Counters::add(&self.counters.events_dropped, 1);
+                self.kill.kill(CloseReason::QueueFull);
+                Offer::Closed
+            }
+            Err(TrySendError::Closed(_)) => Offer::Closed,
         }
-        if q.lines.len() >= self.capacity {
-            self.close(&mut q, CloseReason::QueueFull, 1);
-            drop(q);
-            self.ready.notify_all();
-            // Ignored: the only failure is a connection that is already gone.
-            let _ = self.stream.shutdown(Shutdown::Both);
-            return Offer::Closed;
-        }
-        let was_empty = q.lines.is_empty();
-        q.lines.push_back(Arc::clone(line));
-        drop(q);
-        // The writer only waits on an empty queue, so only that transition needs a wake-up.
-        if was_empty {
-            self.ready.notify_one();
-        }
-        Offer::Queued
     }
 
-    /// Starts the shutdown drain: the writer sends what is queued, then closes.
-    pub(super) fn begin_drain(&self) {
-        let mut q = lock(&self.queue);
-        if q.state == State::Open {
-            q.state = State::Draining;
-        }
-        drop(q);
-        self.ready.notify_all();
+    /// Drops the queue's sender, so that the task sends what is queued and then stops
+    /// (shutdown), and returns what can still cut it off.
+    pub(super) fn into_killer(self) -> Killer {
+        Killer(self.kill)
     }
 
-    /// Closes a client whose writer thread could not be started.
-    pub(super) fn abandon(&self) {
-        self.close(&mut lock(&self.queue), CloseReason::NoWriter, 0);
-        self.cut();
+    /// The client's number, for logs.
+    pub(super) fn id(&self) -> u64 {
+        self.id
     }
+}
 
-    /// Shuts the connection down, failing any send in progress at once.
+/// Stops a client's task from outside once its queue's sender is gone.
+pub(super) struct Killer(Arc<Kill>);
+
+impl Killer {
+    /// Stops the task now, counting what it still holds as dropped (shutdown deadline).
     pub(super) fn cut(&self) {
-        // Ignored: the only failure is a connection that is already gone.
-        let _ = self.stream.shutdown(Shutdown::Both);
+        self.0.kill(CloseReason::ShutdownCutOff);
+    }
+}
+
+/// The task's side of a client.
+pub(super) struct ClientTask {
+    id: u64,
+    stream: UnixStream,
+    queue: mpsc::Receiver<Line>,
+    kill: Arc<Kill>,
+    counters: Arc<Counters>,
+    write_timeout: Duration,
+}
+
+/// A new client: the handle the server keeps and the task to spawn. The caller has counted it
+/// as connected.
+pub(super) fn client(
+    id: u64,
+    stream: UnixStream,
+    capacity: usize,
+    counters: &Arc<Counters>,
+    write_timeout: Duration,
+) -> (ClientHandle, ClientTask) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let kill = Arc::new(Kill::default());
+    let handle = ClientHandle {
+        id,
+        queue: tx,
+        kill: Arc::clone(&kill),
+        counters: Arc::clone(counters),
+    };
+    let task = ClientTask {
+        id,
+        stream,
+        queue: rx,
+        kill,
+        counters: Arc::clone(counters),
+        write_timeout,
+    };
+    (handle, task)
+}
+
+impl ClientTask {
+    /// Sends batches of whole lines until the client hangs up, lags, fails, is killed, or its
+    /// queue's sender is dropped (shutdown) and the queue is empty.
+    pub(super) async fn run(mut self) {
+        let limit = batch_limit(&self.stream);
+        let mut batch = Vec::with_capacity(limit);
+        let mut held = None;
+        let token = self.kill.token.clone();
+        let (reason, in_flight) = loop {
+            let first = match held.take() {
+                Some(line) => line,
+                None => match self.next_line().await {
+                    Ok(line) => line,
+                    Err(reason) => break (reason, 0),
+                },
+            };
+            let (lines, next) = self.fill(&mut batch, &first, limit);
+            held = next;
+            let deadline = Instant::now() + self.write_timeout;
+            let sent = tokio::select! {
+                biased;
+                () = token.cancelled() => break (self.kill.reason(), lines + usize::from(held.is_some())),
+                sent = send_all(&self.stream, &batch, deadline) => sent,
+            };
+            match sent {
+                Ok(()) => Counters::add(&self.counters.events_written, lines),
+                Err(e) => {
+                    tracing::debug!(client = self.id, error = %e, "event socket send failed");
+                    let why = if e.kind() == ErrorKind::TimedOut {
+                        CloseReason::WriteTimeout
+                    } else {
+                        CloseReason::WriteError
+                    };
+                    break (why, lines + usize::from(held.is_some()));
+                }
+            }
+        };
+        self.close(reason, in_flight);
     }
 
-    /// Marks the client closed and counts what it loses: every queued line plus `in_flight`
-    /// lines the caller holds. Only the first call counts the client itself.
-    fn close(&self, q: &mut Queue, reason: CloseReason, in_flight: usize) {
-        let lost = q.lines.len() + in_flight;
-        Counters::add(&self.counters.events_dropped, lost);
-        q.lines.clear();
-        if q.state == State::Closed {
-            return;
+    /// Waits for the next queued line, or for a reason to stop: a kill, the end of the queue
+    /// (shutdown, once it is empty) or a hang-up.
+    async fn next_line(&mut self) -> Result<Line, CloseReason> {
+        let mut scratch = [0u8; 1024];
+        loop {
+            tokio::select! {
+                biased;
+                () = self.kill.token.cancelled() => return Err(self.kill.reason()),
+                line = self.queue.recv() => return line.ok_or(CloseReason::Shutdown),
+                ready = self.stream.readable() => {
+                    // Clients never send (SPEC §7.1); anything they do send is discarded.
+                    let gone = ready.is_err() || match self.stream.try_read(&mut scratch) {
+                        Ok(0) => true,
+                        Ok(_) => false,
+                        Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted),
+                    };
+                    if gone {
+                        return Err(CloseReason::HungUp);
+                    }
+                }
+            }
         }
-        q.state = State::Closed;
+    }
+
+    /// Puts `first` and as many queued lines as fit in `limit` bytes into `batch`. Returns how
+    /// many lines, and the line taken off the queue that did not fit, which starts the next
+    /// batch (a line longer than the limit still goes out, alone).
+    fn fill(&mut self, batch: &mut Vec<u8>, first: &Line, limit: usize) -> (usize, Option<Line>) {
+        batch.clear();
+        batch.extend_from_slice(first);
+        let mut lines = 1;
+        while batch.len() < limit {
+            match self.queue.try_recv() {
+                Ok(line) if batch.len() + line.len() <= limit => {
+                    batch.extend_from_slice(&line);
+                    lines += 1;
+                }
+                Ok(line) => return (lines, Some(line)),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        (lines, None)
+    }
+
+    /// Counts the client's end: every line still queued plus `in_flight` lines are dropped.
+    fn close(mut self, reason: CloseReason, in_flight: usize) {
+        self.queue.close();
+        let mut lost = in_flight;
+        while self.queue.try_recv().is_ok() {
+            lost += 1;
+        }
+        Counters::add(&self.counters.events_dropped, lost);
         self.counters
             .clients_connected
             .fetch_sub(1, Ordering::Relaxed);
@@ -207,85 +286,8 @@ impl Client {
                 "event socket client closed"
             );
         }
+        // Dropping the stream closes the connection.
     }
-
-    /// The writer thread's body: sends batches of whole lines until the client is closed.
-    pub(super) fn run_writer(&self, ctx: &WriterContext) {
-        let limit = batch_limit(&self.stream);
-        let mut batch = Vec::with_capacity(limit);
-        while let Some(lines) = self.next_batch(&mut batch, limit) {
-            let mut deadline = deadline_after(ctx.write_timeout);
-            if let Some(&drain) = ctx.drain_deadline.get() {
-                deadline = deadline.min(drain);
-            }
-            match send_all(&self.stream, &batch, deadline) {
-                Ok(()) => Counters::add(&self.counters.events_written, lines),
-                Err(err) => {
-                    let reason = if ctx.drain_deadline.get().is_some() {
-                        CloseReason::ShutdownCutOff
-                    } else if err.kind() == ErrorKind::TimedOut {
-                        CloseReason::WriteTimeout
-                    } else {
-                        CloseReason::WriteError
-                    };
-                    tracing::debug!(client = self.id, error = %err, "event socket send failed");
-                    self.close(&mut lock(&self.queue), reason, lines);
-                    break;
-                }
-            }
-        }
-        self.cut();
-    }
-
-    /// Waits for queued lines and moves whole lines into `batch` (at least one, then as many as
-    /// fit in `limit` bytes). Returns how many, or `None` once the client is closed.
-    fn next_batch(&self, batch: &mut Vec<u8>, limit: usize) -> Option<usize> {
-        batch.clear();
-        let mut q = lock(&self.queue);
-        loop {
-            match q.state {
-                State::Closed => return None,
-                _ if !q.lines.is_empty() => break,
-                State::Draining => {
-                    self.close(&mut q, CloseReason::Shutdown, 0);
-                    return None;
-                }
-                State::Open => {
-                    let (guard, waited) = self
-                        .ready
-                        .wait_timeout(q, IDLE_CHECK)
-                        .unwrap_or_else(PoisonError::into_inner);
-                    q = guard;
-                    if waited.timed_out() && q.state == State::Open && q.lines.is_empty() {
-                        drop(q);
-                        let gone = peer_gone(&self.stream);
-                        q = lock(&self.queue);
-                        if gone {
-                            self.close(&mut q, CloseReason::HungUp, 0);
-                            return None;
-                        }
-                    }
-                }
-            }
-        }
-        let mut lines = 0;
-        while let Some(line) = q.lines.front() {
-            if lines > 0 && batch.len() + line.len() > limit {
-                break;
-            }
-            batch.extend_from_slice(line);
-            q.lines.pop_front();
-            lines += 1;
-        }
-        Some(lines)
-    }
-}
-
-/// `now + timeout`, or a year from now for a timeout too large to represent.
-pub(super) fn deadline_after(timeout: Duration) -> Instant {
-    const FAR: Duration = Duration::from_secs(365 * 86_400);
-    let now = Instant::now();
-    now.checked_add(timeout.min(FAR)).unwrap_or(now)
 }
 
 /// The largest batch that one non-blocking send queues atomically on this socket.
@@ -296,142 +298,130 @@ fn batch_limit(stream: &UnixStream) -> usize {
     (sndbuf / 2).saturating_sub(64).clamp(MIN_BATCH, MAX_BATCH)
 }
 
-/// Sends all of `buf` with non-blocking sends, waiting for room until `deadline`.
-fn send_all(stream: &UnixStream, mut buf: &[u8], deadline: Instant) -> io::Result<()> {
-    let sock = SockRef::from(stream);
+/// Sends all of `buf` with non-blocking writes, waiting for room until `deadline`; fails with
+/// `TimedOut` after it.
+async fn send_all(stream: &UnixStream, mut buf: &[u8], deadline: Instant) -> io::Result<()> {
     while !buf.is_empty() {
-        match sock.send_with_flags(buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+        match stream.try_write(buf) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
             Ok(n) => buf = buf.get(n..).unwrap_or_default(),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => wait_writable(stream, deadline)?,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                tokio::time::timeout_at(deadline, stream.writable())
+                    .await
+                    .map_err(|_| io::Error::from(ErrorKind::TimedOut))??;
+            }
             Err(e) => return Err(e),
         }
     }
     Ok(())
 }
 
-/// Waits until the socket may have room (or has hung up), failing with `TimedOut` once
-/// `deadline` has passed.
-fn wait_writable(stream: &UnixStream, deadline: Instant) -> io::Result<()> {
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    if remaining.is_zero() {
-        return Err(ErrorKind::TimedOut.into());
-    }
-    // Round up so that a sub-millisecond remainder still sleeps instead of spinning.
-    let millis = remaining.as_nanos().div_ceil(1_000_000);
-    let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
-    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];
-    match poll(&mut fds, timeout) {
-        Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Whether the client has hung up. Clients never send (SPEC §7.1); anything they do send is
-/// read and discarded.
-fn peer_gone(stream: &UnixStream) -> bool {
-    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut fds, PollTimeout::ZERO) {
-        Ok(0) | Err(nix::errno::Errno::EINTR) => return false,
-        Ok(_) => {}
-        Err(_) => return true,
-    }
-    let revents = fds[0].revents().unwrap_or(PollFlags::empty());
-    if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
-        return true;
-    }
-    let mut scratch = [MaybeUninit::<u8>::uninit(); 4096];
-    match SockRef::from(stream).recv_with_flags(&mut scratch, libc::MSG_DONTWAIT) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn client(capacity: usize) -> (Arc<Client>, UnixStream, Arc<Counters>) {
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        let counters = Arc::new(Counters::default());
-        counters.clients_connected.fetch_add(1, Ordering::Relaxed);
-        let c = Arc::new(Client::new(1, ours, capacity, Arc::clone(&counters)));
-        (c, theirs, counters)
-    }
-
-    fn line(text: &str) -> Line {
-        Arc::from(text.as_bytes())
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
     }
 
     #[test]
-    fn full_queue_closes_and_counts() {
-        let (c, _peer, counters) = client(2);
-        assert_eq!(c.offer(&line("a\n")), Offer::Queued);
-        assert_eq!(c.offer(&line("b\n")), Offer::Queued);
-        assert_eq!(c.offer(&line("c\n")), Offer::Closed);
-        assert_eq!(c.offer(&line("d\n")), Offer::Closed);
-        assert_eq!(counters.events_dropped.load(Ordering::Relaxed), 3);
-        assert_eq!(counters.clients_dropped_lag.load(Ordering::Relaxed), 1);
-        assert_eq!(counters.clients_connected.load(Ordering::Relaxed), 0);
+    fn full_queue_kills_and_counts() {
+        let rt = runtime();
+        rt.block_on(async {
+            let (ours, _peer) = UnixStream::pair().unwrap();
+            let counters = Arc::new(Counters::default());
+            counters.clients_connected.fetch_add(1, Ordering::Relaxed);
+            let (handle, task) = client(1, ours, 2, &counters, Duration::from_secs(5));
+            let line: Line = Arc::from(&b"a\n"[..]);
+            assert_eq!(handle.offer(&line), Offer::Queued);
+            assert_eq!(handle.offer(&line), Offer::Queued);
+            assert_eq!(handle.offer(&line), Offer::Closed);
+            // The task sees the kill before it sends anything: both queued lines are lost too.
+            task.run().await;
+            assert_eq!(handle.offer(&line), Offer::Closed);
+            assert_eq!(counters.events_dropped.load(Ordering::Relaxed), 3);
+            assert_eq!(counters.clients_dropped_lag.load(Ordering::Relaxed), 1);
+            assert_eq!(counters.clients_connected.load(Ordering::Relaxed), 0);
+        });
     }
 
     #[test]
     fn batches_hold_whole_lines_within_the_limit() {
-        let (c, _peer, _) = client(100);
-        for text in ["aaaa\n", "bbbb\n", "cccc\n", "a-much-longer-line\n"] {
-            c.offer(&line(text));
-        }
-        let mut batch = Vec::new();
-        assert_eq!(c.next_batch(&mut batch, 10), Some(2));
-        assert_eq!(batch, b"aaaa\nbbbb\n");
-        assert_eq!(c.next_batch(&mut batch, 10), Some(1));
-        assert_eq!(batch, b"cccc\n");
-        // A line longer than the limit still goes out, alone.
-        assert_eq!(c.next_batch(&mut batch, 10), Some(1));
-        assert_eq!(batch, b"a-much-longer-line\n");
-        c.begin_drain();
-        assert_eq!(c.next_batch(&mut batch, 10), None);
+        let rt = runtime();
+        rt.block_on(async {
+            let (ours, _peer) = UnixStream::pair().unwrap();
+            let counters = Arc::new(Counters::default());
+            let (handle, mut task) = client(1, ours, 100, &counters, Duration::from_secs(5));
+            for text in ["bbbb\n", "cccc\n", "a-much-longer-line\n"] {
+                handle.offer(&Arc::from(text.as_bytes()));
+            }
+            let mut batch = Vec::new();
+            let (lines, held) = task.fill(&mut batch, &Arc::from(&b"aaaa\n"[..]), 12);
+            assert_eq!((lines, batch.as_slice()), (2, &b"aaaa\nbbbb\n"[..]));
+            let held = held.unwrap();
+            assert_eq!(&*held, b"cccc\n");
+            let (lines, held) = task.fill(&mut batch, &held, 12);
+            assert_eq!((lines, batch.as_slice()), (1, &b"cccc\n"[..]));
+            assert_eq!(held.as_deref(), Some(&b"a-much-longer-line\n"[..]));
+            let (lines, held) = task.fill(&mut batch, &held.unwrap(), 12);
+            assert_eq!((lines, batch.as_slice()), (1, &b"a-much-longer-line\n"[..]));
+            assert!(held.is_none());
+        });
     }
 
     #[test]
     fn send_times_out_without_partial_lines() {
-        let (ours, peer) = UnixStream::pair().unwrap();
-        let limit = batch_limit(&ours);
-        let text = vec![b'x'; 99]
-            .into_iter()
-            .chain([b'\n'])
-            .collect::<Vec<u8>>();
-        let batch: Vec<u8> = text.repeat(limit / text.len());
-        let deadline = Instant::now() + Duration::from_millis(300);
-        let mut sent = 0usize;
-        let err = loop {
-            match send_all(&ours, &batch, deadline) {
-                Ok(()) => sent += batch.len(),
-                Err(e) => break e,
-            }
-        };
-        assert_eq!(err.kind(), ErrorKind::TimedOut);
-        assert!(Instant::now() >= deadline);
-        // Everything queued in the peer is whole lines: nothing of the failed batch went out.
-        drop(ours);
-        let mut got = Vec::new();
-        io::Read::read_to_end(&mut &peer, &mut got).unwrap();
-        assert_eq!(got.len(), sent, "a timed-out batch must not be partly sent");
-        assert!(got.len().is_multiple_of(text.len()) && got.ends_with(b"\n"));
+        let rt = runtime();
+        rt.block_on(async {
+            let (ours, peer) = UnixStream::pair().unwrap();
+            let limit = batch_limit(&ours);
+            let text = [[b'x'; 99].as_slice(), b"\n"].concat();
+            let batch: Vec<u8> = text.repeat(limit / text.len());
+            let deadline = Instant::now() + Duration::from_millis(300);
+            let mut sent = 0usize;
+            let err = loop {
+                match send_all(&ours, &batch, deadline).await {
+                    Ok(()) => sent += batch.len(),
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(err.kind(), ErrorKind::TimedOut);
+            assert!(Instant::now() >= deadline);
+            // Everything queued in the peer is whole lines: nothing of the failed batch went out.
+            drop(ours);
+            let peer = peer.into_std().unwrap();
+            peer.set_nonblocking(false).unwrap();
+            let mut got = Vec::new();
+            io::Read::read_to_end(&mut &peer, &mut got).unwrap();
+            assert_eq!(got.len(), sent, "a timed-out batch must not be partly sent");
+            assert!(got.len().is_multiple_of(text.len()) && got.ends_with(b"\n"));
+        });
     }
 
     #[test]
-    fn hangup_is_noticed() {
-        let (ours, peer) = UnixStream::pair().unwrap();
-        assert!(!peer_gone(&ours));
-        io::Write::write_all(&mut &peer, b"stray bytes").unwrap();
-        assert!(
-            !peer_gone(&ours),
-            "data from a client is discarded, not a hang-up"
-        );
-        drop(peer);
-        assert!(peer_gone(&ours));
+    fn hangup_is_noticed_and_stray_bytes_are_not_one() {
+        let rt = runtime();
+        rt.block_on(async {
+            let (ours, peer) = UnixStream::pair().unwrap();
+            let counters = Arc::new(Counters::default());
+            counters.clients_connected.fetch_add(1, Ordering::Relaxed);
+            let (handle, task) = client(1, ours, 8, &counters, Duration::from_secs(5));
+            let task = tokio::spawn(task.run());
+            peer.writable().await.unwrap();
+            peer.try_write(b"stray bytes").unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(!task.is_finished(), "data from a client is not a hang-up");
+            drop(peer);
+            tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(counters.clients_closed.load(Ordering::Relaxed), 1);
+            assert_eq!(handle.offer(&Arc::from(&b"x\n"[..])), Offer::Closed);
+        });
     }
 }

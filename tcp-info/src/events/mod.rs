@@ -5,7 +5,7 @@
 //!   decoder as lenient as the Go client library ([`FlowEvent::decode`]).
 //! - [`EventServer`]: listens at the configured path and broadcasts every event to every client.
 //!   Unlike upstream (D8), [`EventServer::publish`] never waits for a client: each client has a
-//!   bounded queue and its own writer thread, and a client that falls behind is disconnected and
+//!   bounded queue and its own tokio task (at most `max_clients` of them), and a client that falls behind is disconnected and
 //!   counted in [`EventStats`].
 //!
 //! Deliberate differences from upstream, all within SPEC §7 and §12:
@@ -66,15 +66,6 @@ pub enum EventsError {
     /// `bind`/`listen` failed (for example, a path longer than 107 bytes).
     #[error("cannot listen on event socket {}: {source}", path.display())]
     Bind {
-        /// The configured path.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The accept thread could not be started.
-    #[error("cannot start the event socket accept thread for {}: {source}", path.display())]
-    Spawn {
         /// The configured path.
         path: PathBuf,
         /// The underlying error.

@@ -1,25 +1,24 @@
-//! The listening side: binds the socket, accepts clients, broadcasts events, shuts down.
+//! The listening side: binds the socket, accepts clients (a tokio task each, up to a cap),
+//! broadcasts events, shuts down.
 
 use super::EventsError;
-use super::client::{Client, Line, Offer, WriterContext, deadline_after, lock};
+use super::client::{self, ClientHandle, Killer, Line, Offer};
 use super::stats::{Counters, EventStats, EventStatsReader};
 use super::wire::FlowEvent;
-use socket2::SockRef;
 use std::fs;
 use std::io::ErrorKind;
-use std::net::Shutdown;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::net::UnixListener;
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Pause after an `accept` failure such as `EMFILE`, so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// How often shutdown checks whether every writer has finished draining.
-const DRAIN_POLL: Duration = Duration::from_millis(5);
 
 /// Tuning of an [`EventServer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +32,10 @@ pub struct EventServerConfig {
     /// How long [`EventServer::shutdown`] lets clients drain their queues, in total, before
     /// cutting them off.
     pub shutdown_grace: Duration,
+    /// Clients connected at once. One more is accepted and closed at once, without a byte,
+    /// and counted in [`EventStats::clients_refused`]: a local process that connects
+    /// thousands of times costs a descriptor for an instant, not a task each.
+    pub max_clients: usize,
 }
 
 impl Default for EventServerConfig {
@@ -41,44 +44,56 @@ impl Default for EventServerConfig {
             queue_capacity: 10_000,
             write_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(2),
+            max_clients: 1024,
         }
     }
 }
 
-/// State shared with the accept thread.
+/// State shared by the server and its accept task.
 struct Shared {
-    clients: Mutex<Vec<Arc<Client>>>,
+    /// Connected clients, with the task of each (joined at shutdown).
+    clients: Mutex<Vec<(ClientHandle, JoinHandle<()>)>>,
     counters: Arc<Counters>,
-    closing: AtomicBool,
-    capacity: usize,
+    config: EventServerConfig,
+}
+
+/// Locks a mutex, ignoring poisoning: the client list stays consistent even if a holder
+/// panicked, because every critical section is a handful of non-panicking operations.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The event socket (SPEC §7): a Unix stream socket that broadcasts every published event, as
 /// one JSON line, to every connected client.
 ///
-/// Each client has a bounded queue and a writer thread, so [`publish`](Self::publish) never
-/// waits for a client. Dropping the server shuts it down like [`shutdown`](Self::shutdown).
+/// The accept loop and every client run as tasks on the tokio runtime given at start; each
+/// client has a bounded queue, so [`publish`](Self::publish) (called from the pipeline thread)
+/// never waits for a client. Dropping the server shuts it down like
+/// [`shutdown`](Self::shutdown).
 pub struct EventServer {
     /// Absolute, so that removal at shutdown does not depend on the working directory.
     path: PathBuf,
     /// `(st_dev, st_ino)` of the socket file this server created.
     socket_file: (u64, u64),
     shared: Arc<Shared>,
-    /// A second handle on the listening socket, used to wake the accept thread.
-    listener: UnixListener,
-    accept: Option<JoinHandle<Vec<JoinHandle<()>>>>,
-    drain_deadline: Arc<OnceLock<Instant>>,
-    shutdown_grace: Duration,
+    runtime: Handle,
+    /// Stops the accept task.
+    stop_accepting: CancellationToken,
+    accept: Option<JoinHandle<()>>,
 }
 
 impl EventServer {
-    /// Listens at `path` and starts accepting clients.
+    /// Listens at `path` and starts accepting clients on `runtime`.
     ///
     /// Whatever already exists at `path` is removed first, as upstream does (a stale socket
     /// left by a crash caused crash loops, upstream #126), whether it is a socket, a regular
     /// file or a symlink (the link itself); only a directory is refused. A relative path is
     /// resolved against the current directory now (SPEC §2.5: after `-output`'s `chdir`).
-    pub fn start(path: &Path, config: EventServerConfig) -> Result<Self, EventsError> {
+    pub fn start(
+        path: &Path,
+        config: EventServerConfig,
+        runtime: &Handle,
+    ) -> Result<Self, EventsError> {
         if path.as_os_str().is_empty() {
             return Err(EventsError::EmptyPath);
         }
@@ -90,60 +105,43 @@ impl EventServer {
             source,
         })?;
         remove_stale(&path)?;
-        let listener = UnixListener::bind(&path).map_err(|source| EventsError::Bind {
+        let bind_error = |source| EventsError::Bind {
             path: path.clone(),
             source,
-        })?;
-        let cleanup_on_error = |e: EventsError| {
+        };
+        let listener = {
+            // Registering with the reactor needs the runtime's context.
+            let _context = runtime.enter();
+            UnixListener::bind(&path).map_err(bind_error)?
+        };
+        let meta = fs::symlink_metadata(&path).map_err(|source| {
             // Ignored: the start error being returned matters more than a leftover file.
             let _ = fs::remove_file(&path);
-            e
-        };
-        let meta = fs::symlink_metadata(&path)
-            .map_err(|source| EventsError::Inspect {
+            EventsError::Inspect {
                 path: path.clone(),
                 source,
-            })
-            .map_err(cleanup_on_error)?;
-        let wake = listener
-            .try_clone()
-            .map_err(|source| EventsError::Bind {
-                path: path.clone(),
-                source,
-            })
-            .map_err(cleanup_on_error)?;
-
+            }
+        })?;
         let shared = Arc::new(Shared {
             clients: Mutex::new(Vec::new()),
             counters: Arc::new(Counters::default()),
-            closing: AtomicBool::new(false),
-            capacity: config.queue_capacity,
+            config,
         });
-        let drain_deadline = Arc::new(OnceLock::new());
-        let ctx = WriterContext {
-            write_timeout: config.write_timeout,
-            drain_deadline: Arc::clone(&drain_deadline),
-        };
-        let accept = {
-            let shared = Arc::clone(&shared);
-            thread::Builder::new()
-                .name("tcpinfo-events-accept".into())
-                .spawn(move || accept_loop(&listener, &shared, &ctx))
-                .map_err(|source| EventsError::Spawn {
-                    path: path.clone(),
-                    source,
-                })
-                .map_err(cleanup_on_error)?
-        };
-        tracing::info!(path = %path.display(), "event socket listening");
+        let stop_accepting = CancellationToken::new();
+        let accept = runtime.spawn(accept_loop(
+            listener,
+            Arc::clone(&shared),
+            runtime.clone(),
+            stop_accepting.clone(),
+        ));
+        tracing::info!(path = %path.display(), max_clients = config.max_clients, "event socket listening");
         Ok(Self {
             path,
             socket_file: (meta.dev(), meta.ino()),
             shared,
-            listener: wake,
+            runtime: runtime.clone(),
+            stop_accepting,
             accept: Some(accept),
-            drain_deadline,
-            shutdown_grace: config.shutdown_grace,
         })
     }
 
@@ -153,8 +151,9 @@ impl EventServer {
     }
 
     /// Sends `event` to every connected client. Never waits for a client (D8): the line is
-    /// encoded once and pushed onto each client's bounded queue; a client whose queue is full
-    /// is disconnected and counted. The only waiting is for short, I/O-free critical sections.
+    /// encoded once and offered to each client's bounded queue; a client whose queue is full
+    /// is disconnected and counted. The only waiting is for the client list's short, I/O-free
+    /// critical section.
     pub fn publish(&self, event: &FlowEvent) {
         Counters::add(&self.shared.counters.events_published, 1);
         let mut clients = lock(&self.shared.clients);
@@ -162,7 +161,7 @@ impl EventServer {
             return;
         }
         let line: Line = event.to_line().into();
-        clients.retain(|client| client.offer(&line) == Offer::Queued);
+        clients.retain(|(client, _)| client.offer(&line) == Offer::Queued);
     }
 
     /// The counters now.
@@ -175,9 +174,11 @@ impl EventServer {
         EventStatsReader(Arc::clone(&self.shared.counters))
     }
 
-    /// Stops accepting clients, lets each client's writer send what is queued (the Close
-    /// events of the final flush, D11) until the shutdown grace period ends, closes every
-    /// connection and removes the socket file. Returns the final counters.
+    /// Stops accepting clients, lets each client send what is queued (the Close events of the
+    /// final flush, D11) until the shutdown grace period ends, closes every connection and
+    /// removes the socket file. Returns the final counters.
+    ///
+    /// Blocks the calling thread, which must not be one of the runtime's own.
     pub fn shutdown(mut self) -> EventStats {
         self.stop();
         self.stats()
@@ -187,32 +188,47 @@ impl EventServer {
         let Some(accept) = self.accept.take() else {
             return;
         };
-        self.shared.closing.store(true, Ordering::SeqCst);
-        self.wake_accept();
-        let writers = accept.join().unwrap_or_else(|_| {
-            tracing::error!("event socket accept thread panicked");
-            Vec::new()
-        });
-
-        let deadline = deadline_after(self.shutdown_grace);
-        // Cannot already be set: `stop` runs its body once.
-        let _ = self.drain_deadline.set(deadline);
+        self.stop_accepting.cancel();
         let clients = std::mem::take(&mut *lock(&self.shared.clients));
-        for client in &clients {
-            client.begin_drain();
-        }
-        // Each writer stops by itself when its queue is empty or its deadline passes; cutting
-        // the connections at the deadline also ends sends that started before shutdown.
-        while writers.iter().any(|w| !w.is_finished()) && Instant::now() < deadline {
-            thread::sleep(DRAIN_POLL);
-        }
-        for client in &clients {
-            client.cut();
-        }
-        for writer in writers {
-            if writer.join().is_err() {
-                tracing::error!("event socket writer thread panicked");
-            }
+        let grace = self.shared.config.shutdown_grace;
+        // Dropping a client's sender ends its queue: its task sends what is queued, then stops.
+        let (handles, tasks): (Vec<Killer>, Vec<JoinHandle<()>>) = clients
+            .into_iter()
+            .map(|(handle, task)| (handle.into_killer(), task))
+            .unzip();
+        let drained = std::thread::scope(|s| {
+            // `block_on` from a scoped helper thread, so that `stop` also works when the
+            // caller happens to run inside the runtime (a `Drop` in async code).
+            s.spawn(|| {
+                self.runtime.block_on(async {
+                    let _ = accept.await;
+                    let mut tasks = tasks;
+                    let all = async {
+                        for task in &mut tasks {
+                            let _ = task.await;
+                        }
+                    };
+                    if tokio::time::timeout(grace, all).await.is_err() {
+                        for handle in &handles {
+                            handle.cut();
+                        }
+                        for task in tasks {
+                            let _ = task.await;
+                        }
+                        false
+                    } else {
+                        true
+                    }
+                })
+            })
+            .join()
+            .unwrap_or(false)
+        });
+        if !drained {
+            tracing::warn!(
+                grace_ms = grace.as_millis(),
+                "event socket clients still had events queued at the end of the shutdown grace period"
+            );
         }
         self.remove_socket_file();
         let stats = self.stats();
@@ -222,16 +238,6 @@ impl EventServer {
             events_dropped = stats.events_dropped,
             "event socket closed"
         );
-    }
-
-    /// Makes the blocked `accept` return. Shutting a listening Unix socket down wakes its
-    /// `accept` with `EINVAL`; connecting to it is the fallback.
-    fn wake_accept(&self) {
-        if let Err(e) = SockRef::from(&self.listener).shutdown(Shutdown::Both) {
-            tracing::debug!(error = %e, "shutdown of the event listener failed; connecting to wake it");
-            // Ignored: if this fails too, the socket is gone and accept has already failed.
-            let _ = UnixStream::connect(&self.path);
-        }
     }
 
     /// Removes the socket file, unless something else has replaced it since start.
@@ -304,77 +310,69 @@ fn remove_stale(path: &Path) -> Result<(), EventsError> {
     Ok(())
 }
 
-/// Accepts clients until shutdown; returns the writer threads still to be joined.
-fn accept_loop(
-    listener: &UnixListener,
-    shared: &Shared,
-    ctx: &WriterContext,
-) -> Vec<JoinHandle<()>> {
-    let mut writers: Vec<JoinHandle<()>> = Vec::new();
+/// Accepts clients until `stop` is cancelled: a task each, up to the cap; one over the cap is
+/// closed at once and counted.
+async fn accept_loop(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    runtime: Handle,
+    stop: CancellationToken,
+) {
+    let counters = &shared.counters;
     let mut next_id = 0u64;
+    let mut warned_full = false;
     loop {
-        let accepted = listener.accept();
-        if shared.closing.load(Ordering::SeqCst) {
-            break;
-        }
-        match accepted {
-            Ok((stream, _)) => {
-                // Finished writers need no join; forget them so the list stays short.
-                writers.retain(|w| !w.is_finished());
-                next_id += 1;
-                if let Some(writer) = add_client(next_id, stream, shared, ctx) {
-                    writers.push(writer);
-                }
-            }
+        let accepted = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
             Err(e)
                 if matches!(
                     e.kind(),
                     ErrorKind::Interrupted | ErrorKind::ConnectionAborted
-                ) => {}
+                ) =>
+            {
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "event socket accept failed");
-                thread::sleep(ACCEPT_BACKOFF);
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
             }
+        };
+        let connected = counters.clients_connected.load(Ordering::Relaxed);
+        if connected >= shared.config.max_clients as u64 {
+            Counters::add(&counters.clients_refused, 1);
+            if !warned_full {
+                warned_full = true;
+                tracing::warn!(
+                    max_clients = shared.config.max_clients,
+                    "event socket is full; refusing clients (counted in tcpinfo_eventsocket_clients_refused_total)"
+                );
+            }
+            // Dropping the stream closes it: the client reads end-of-file at once.
+            drop(stream);
+            continue;
         }
+        warned_full = false;
+        next_id += 1;
+        Counters::add(&counters.clients_connected, 1);
+        let (handle, task) = client::client(
+            next_id,
+            stream,
+            shared.config.queue_capacity,
+            counters,
+            shared.config.write_timeout,
+        );
+        let mut clients = lock(&shared.clients);
+        let join = runtime.spawn(task.run());
+        tracing::debug!(client = handle.id(), "event socket client connected");
+        clients.push((handle, join));
+        drop(clients);
+        // Counted last: once a client shows as accepted, every later event reaches its queue.
+        Counters::add(&counters.clients_accepted, 1);
     }
-    writers
-}
-
-/// Registers a new client and starts its writer thread.
-fn add_client(
-    id: u64,
-    stream: UnixStream,
-    shared: &Shared,
-    ctx: &WriterContext,
-) -> Option<JoinHandle<()>> {
-    let counters = &shared.counters;
-    Counters::add(&counters.clients_connected, 1);
-    let client = Arc::new(Client::new(
-        id,
-        stream,
-        shared.capacity,
-        Arc::clone(counters),
-    ));
-    let writer = {
-        let client = Arc::clone(&client);
-        let ctx = ctx.clone();
-        thread::Builder::new()
-            .name(format!("tcpinfo-events-{id}"))
-            .spawn(move || client.run_writer(&ctx))
-    };
-    let writer = match writer {
-        Ok(writer) => {
-            lock(&shared.clients).push(client);
-            tracing::debug!(client = id, "event socket client connected");
-            Some(writer)
-        }
-        Err(e) => {
-            tracing::warn!(client = id, error = %e, "cannot start an event socket writer; dropping the client");
-            client.abandon();
-            None
-        }
-    };
-    // Counted last: once a client shows as accepted, every later event reaches its queue.
-    Counters::add(&counters.clients_accepted, 1);
-    writer
 }

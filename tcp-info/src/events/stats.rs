@@ -16,6 +16,9 @@ pub struct EventStats {
     /// Clients accepted since start. A client is counted once it is registered: every event
     /// published after the count includes it is offered to it.
     pub clients_accepted: u64,
+    /// Clients refused because [`max_clients`](super::EventServerConfig::max_clients) were
+    /// already connected: accepted and closed at once.
+    pub clients_refused: u64,
     /// Clients disconnected because they fell behind: their queue was full, or a write made no
     /// progress within the write timeout (D8).
     pub clients_dropped_lag: u64,
@@ -35,6 +38,7 @@ pub struct EventStats {
 pub(super) struct Counters {
     pub(super) clients_connected: AtomicU64,
     pub(super) clients_accepted: AtomicU64,
+    pub(super) clients_refused: AtomicU64,
     pub(super) clients_dropped_lag: AtomicU64,
     pub(super) clients_closed: AtomicU64,
     pub(super) events_published: AtomicU64,
@@ -54,6 +58,7 @@ impl Counters {
         EventStats {
             clients_connected: get(&self.clients_connected),
             clients_accepted: get(&self.clients_accepted),
+            clients_refused: get(&self.clients_refused),
             clients_dropped_lag: get(&self.clients_dropped_lag),
             clients_closed: get(&self.clients_closed),
             events_published: get(&self.events_published),

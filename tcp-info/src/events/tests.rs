@@ -30,6 +30,20 @@ impl TempDir {
     }
 }
 
+/// The runtime the servers under test run on (tests run in parallel; one runtime serves all).
+fn rt() -> &'static tokio::runtime::Handle {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+        })
+        .handle()
+}
+
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !cond() {
@@ -91,7 +105,7 @@ fn small_config() -> EventServerConfig {
 #[test]
 fn open_and_close_reach_every_client() {
     let dir = TempDir::new();
-    let server = EventServer::start(&dir.sock(), small_config()).unwrap();
+    let server = EventServer::start(&dir.sock(), small_config(), rt()).unwrap();
     let mut a = reader(connect(&server));
     let mut b = reader(connect(&server));
     assert_eq!(server.stats().clients_connected, 2);
@@ -136,7 +150,7 @@ fn open_and_close_reach_every_client() {
 #[test]
 fn a_client_that_disconnects_is_removed() {
     let dir = TempDir::new();
-    let server = EventServer::start(&dir.sock(), small_config()).unwrap();
+    let server = EventServer::start(&dir.sock(), small_config(), rt()).unwrap();
     let mut stays = reader(connect(&server));
     // One client hangs up while idle: noticed without any event being published.
     drop(connect(&server));
@@ -165,7 +179,7 @@ fn a_client_that_disconnects_is_removed() {
 fn a_stuck_client_never_blocks_publish() {
     const EVENTS: u64 = 100_000;
     let dir = TempDir::new();
-    let server = EventServer::start(&dir.sock(), small_config()).unwrap();
+    let server = EventServer::start(&dir.sock(), small_config(), rt()).unwrap();
     let stuck = connect(&server);
     let good = reader(connect(&server));
     let received = Arc::new(AtomicU64::new(0));
@@ -243,7 +257,7 @@ fn a_stuck_client_never_blocks_publish() {
 fn a_client_that_reads_late_gets_every_queued_event_in_order() {
     const EVENTS: u64 = 5_000;
     let dir = TempDir::new();
-    let server = EventServer::start(&dir.sock(), small_config()).unwrap();
+    let server = EventServer::start(&dir.sock(), small_config(), rt()).unwrap();
     let mut late = reader(connect(&server));
     for n in 0..EVENTS {
         server.publish(&open_event(n));
@@ -260,7 +274,7 @@ fn a_client_that_reads_late_gets_every_queued_event_in_order() {
 fn shutdown_delivers_queued_events_and_removes_the_socket() {
     let dir = TempDir::new();
     let path = dir.sock();
-    let server = EventServer::start(&path, small_config()).unwrap();
+    let server = EventServer::start(&path, small_config(), rt()).unwrap();
     assert!(fs::symlink_metadata(&path).unwrap().file_type().is_socket());
     // The client reads as a sidecar does, all along: a client that stops reading fills its
     // socket buffer (each small send costs a whole skb of it) and is cut at the deadline.
@@ -295,7 +309,7 @@ fn shutdown_is_bounded_with_a_stuck_client() {
         write_timeout: Duration::from_secs(30),
         ..EventServerConfig::default()
     };
-    let server = EventServer::start(&dir.sock(), config).unwrap();
+    let server = EventServer::start(&dir.sock(), config, rt()).unwrap();
     let _stuck = connect(&server);
     // More than its socket buffer holds, less than its queue: the writer is blocked in a send.
     for n in 0..5_000 {
@@ -318,7 +332,7 @@ fn shutdown_is_bounded_with_a_stuck_client() {
 fn drop_shuts_down_and_removes_the_socket() {
     let dir = TempDir::new();
     let path = dir.sock();
-    let server = EventServer::start(&path, small_config()).unwrap();
+    let server = EventServer::start(&path, small_config(), rt()).unwrap();
     let client = connect(&server);
     server.publish(&open_event(7));
     let reader_stats = server.stats_reader();
@@ -341,7 +355,7 @@ fn stale_socket_and_stale_file_are_replaced() {
         UnixStream::connect(&path).unwrap_err().kind(),
         ErrorKind::ConnectionRefused
     );
-    let server = EventServer::start(&path, small_config()).unwrap();
+    let server = EventServer::start(&path, small_config(), rt()).unwrap();
     let mut client = reader(connect(&server));
     server.publish(&open_event(1));
     assert_eq!(read_line(&mut client), open_event(1).to_line());
@@ -349,7 +363,7 @@ fn stale_socket_and_stale_file_are_replaced() {
 
     // A regular file at the path is replaced as well, as upstream does.
     fs::write(&path, b"not a socket").unwrap();
-    let server = EventServer::start(&path, small_config()).unwrap();
+    let server = EventServer::start(&path, small_config(), rt()).unwrap();
     assert!(fs::symlink_metadata(&path).unwrap().file_type().is_socket());
     let mut client = reader(connect(&server));
     server.publish(&open_event(2));
@@ -359,28 +373,28 @@ fn stale_socket_and_stale_file_are_replaced() {
 #[test]
 fn start_errors_say_what() {
     let dir = TempDir::new();
-    let err = EventServer::start(dir.path(), small_config()).unwrap_err();
+    let err = EventServer::start(dir.path(), small_config(), rt()).unwrap_err();
     assert!(matches!(err, EventsError::IsDirectory { .. }), "{err}");
     assert!(err.to_string().contains(&dir.path().display().to_string()));
     assert!(dir.path().is_dir());
 
-    let err = EventServer::start(Path::new(""), small_config()).unwrap_err();
+    let err = EventServer::start(Path::new(""), small_config(), rt()).unwrap_err();
     assert!(matches!(err, EventsError::EmptyPath), "{err}");
 
     let zero = EventServerConfig {
         queue_capacity: 0,
         ..small_config()
     };
-    let err = EventServer::start(&dir.sock(), zero).unwrap_err();
+    let err = EventServer::start(&dir.sock(), zero, rt()).unwrap_err();
     assert!(matches!(err, EventsError::ZeroCapacity), "{err}");
 
     let long = dir.path().join("x".repeat(200));
-    let err = EventServer::start(&long, small_config()).unwrap_err();
+    let err = EventServer::start(&long, small_config(), rt()).unwrap_err();
     assert!(matches!(err, EventsError::Bind { .. }), "{err}");
     assert!(err.to_string().contains("cannot listen on event socket"));
 
     let missing = dir.path().join("no/such/dir/events.sock");
-    let err = EventServer::start(&missing, small_config()).unwrap_err();
+    let err = EventServer::start(&missing, small_config(), rt()).unwrap_err();
     assert!(matches!(err, EventsError::Bind { .. }), "{err}");
 }
 
@@ -388,9 +402,9 @@ fn start_errors_say_what() {
 fn shutdown_leaves_a_socket_that_replaced_ours() {
     let dir = TempDir::new();
     let path = dir.sock();
-    let first = EventServer::start(&path, small_config()).unwrap();
+    let first = EventServer::start(&path, small_config(), rt()).unwrap();
     // A second instance takes the path over (it unlinks the first one's socket).
-    let second = EventServer::start(&path, small_config()).unwrap();
+    let second = EventServer::start(&path, small_config(), rt()).unwrap();
     drop(first);
     assert!(
         path.exists(),
@@ -411,7 +425,7 @@ fn relative_paths_are_fixed_at_start() {
     let up: PathBuf = cwd.components().skip(1).map(|_| "..").collect();
     let relative = up.join(dir.sock().strip_prefix("/").unwrap());
     assert!(relative.is_relative());
-    let server = EventServer::start(&relative, small_config()).unwrap();
+    let server = EventServer::start(&relative, small_config(), rt()).unwrap();
     assert!(server.path().is_absolute());
     assert!(dir.sock().exists());
     let mut client = reader(connect(&server));

@@ -10,7 +10,6 @@ mod address;
 pub mod buckets;
 pub mod exposition;
 pub mod gofloat;
-mod http;
 pub mod labels;
 mod listen;
 pub mod rates;
@@ -69,13 +68,6 @@ pub enum MetricsError {
         /// The address as given.
         addr: String,
         /// The socket error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The server thread could not be started.
-    #[error("cannot start the metrics server thread: {source}")]
-    Spawn {
-        /// The error from `std::thread::Builder::spawn`.
         #[source]
         source: std::io::Error,
     },
@@ -151,6 +143,9 @@ pub struct Metrics {
     /// `tcpinfo_eventsocket_clients_disconnected_total`: clients disconnected for falling behind
     /// (SPEC §12 D8).
     pub event_clients_disconnected: IntCounter,
+    /// `tcpinfo_eventsocket_clients_refused_total`: clients closed at once because the event
+    /// socket already had its maximum number of clients.
+    pub event_clients_refused: IntCounter,
     /// `tcpinfo_connections_tracked`: connections in the cache now.
     pub connections_tracked: IntGauge,
     /// `tcpinfo_late_destroys_total`: destroy notifications that arrived after their connection
@@ -325,6 +320,11 @@ impl Metrics {
                 &r,
                 "tcpinfo_eventsocket_clients_disconnected_total",
                 "Number of event socket clients disconnected for falling behind.",
+            )?,
+            event_clients_refused: counter(
+                &r,
+                "tcpinfo_eventsocket_clients_refused_total",
+                "Number of event socket clients refused because the maximum were connected.",
             )?,
             connections_tracked: gauge(
                 &r,

@@ -1,26 +1,38 @@
-//! The HTTP endpoint: `GET /metrics` on a plain std `TcpListener`, one short-lived thread per
-//! connection ([`listen`](super::listen) binds, [`http`](super::http) answers one request).
+//! The HTTP endpoint: `GET`/`HEAD /metrics` served by hyper on the daemon's tokio runtime
+//! ([`listen`](super::listen) binds with Go's `net.Listen` semantics).
 //!
-//! Every connection gets a deadline for its request head and timeouts on each read and write, and
-//! only [`MAX_CONNECTIONS`] are served at once, so a slow or malicious client can hold one slot
-//! for a bounded time but cannot block the other scrapes. Each response closes its connection.
+//! hyper does the HTTP; this module sets the limits a daemon needs: a deadline for each request
+//! head ([`HEAD_TIMEOUT`]), a bound on its size ([`MAX_HEAD`], answered with 431), one request
+//! per connection, and at most [`MAX_CONNECTIONS`] connections at once (more are closed at
+//! once), so a slow or malicious client holds one slot for a bounded time but cannot block the
+//! other scrapes. The exposition itself is ours ([`Metrics::render`]): byte-identical to Go's.
 
-use std::collections::HashMap;
-use std::io;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use socket2::SockRef;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use super::http::serve_connection;
+use super::exposition::CONTENT_TYPE as EXPOSITION_TYPE;
 use super::listen::bind;
 use super::{Metrics, MetricsError};
 
 /// Connections served at the same time; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 16;
+/// Longest time a client may take to send its request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head accepted (hyper's read buffer; its minimum is 8 KiB).
+pub const MAX_HEAD: usize = 8 * 1024;
 /// Pause after an accept error that is not about one connection (e.g. EMFILE), so the loop
 /// does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -30,68 +42,40 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct MetricsServer {
     local_addr: SocketAddr,
-    running: Option<Running>,
-}
-
-#[derive(Debug)]
-struct Running {
-    shared: Arc<Shared>,
-    /// A handle on the listening socket, used to wake the blocked `accept`.
-    listener: TcpListener,
-    accept_thread: JoinHandle<()>,
-}
-
-#[derive(Debug, Default)]
-struct Shared {
-    stopping: AtomicBool,
-    connections: Mutex<Connections>,
-}
-
-/// Connections being served, so that shutdown can interrupt and join them.
-#[derive(Debug, Default)]
-struct Connections {
-    next_id: u64,
-    active: HashMap<u64, (TcpStream, JoinHandle<()>)>,
-}
-
-impl Shared {
-    fn connections(&self) -> MutexGuard<'_, Connections> {
-        // The map stays consistent even if a holder panicked, so poisoning is ignored.
-        self.connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
+    stop: CancellationToken,
+    runtime: Handle,
+    accept: Option<JoinHandle<()>>,
 }
 
 /// Binds `listen` now (so a bad address or a port in use is reported at start-up) and serves
-/// `/metrics` from `metrics` on background threads.
+/// `/metrics` from `metrics` as tasks on `runtime`.
 ///
 /// `listen` is `host:port` as Go's `net.Listen` takes it: `:9990` is every interface (IPv6 and
 /// IPv4), `:0` a free port, `127.0.0.1:1234`, `[::1]:0`, or a host name.
-pub fn serve(listen: &str, metrics: Arc<Metrics>) -> Result<MetricsServer, MetricsError> {
+pub fn serve(
+    listen: &str,
+    metrics: Arc<Metrics>,
+    runtime: &Handle,
+) -> Result<MetricsServer, MetricsError> {
+    let bind_error = |source| MetricsError::Bind {
+        addr: listen.to_owned(),
+        source,
+    };
     let listener = bind(listen)?;
-    let local_addr = listener.local_addr().map_err(|source| MetricsError::Bind {
-        addr: listen.to_owned(),
-        source,
-    })?;
-    let waker = listener.try_clone().map_err(|source| MetricsError::Bind {
-        addr: listen.to_owned(),
-        source,
-    })?;
-    let shared = Arc::new(Shared::default());
-    let accept_shared = Arc::clone(&shared);
-    let accept_thread = thread::Builder::new()
-        .name("metrics-http".to_owned())
-        .spawn(move || accept_loop(&listener, &accept_shared, &metrics))
-        .map_err(|source| MetricsError::Spawn { source })?;
+    let local_addr = listener.local_addr().map_err(bind_error)?;
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    let listener = {
+        let _context = runtime.enter();
+        TcpListener::from_std(listener).map_err(bind_error)?
+    };
+    let stop = CancellationToken::new();
+    let accept = runtime.spawn(accept_loop(listener, metrics, stop.clone()));
     tracing::info!("serving metrics on http://{local_addr}/metrics");
     Ok(MetricsServer {
         local_addr,
-        running: Some(Running {
-            shared,
-            listener: waker,
-            accept_thread,
-        }),
+        stop,
+        runtime: runtime.clone(),
+        accept: Some(accept),
     })
 }
 
@@ -101,31 +85,24 @@ impl MetricsServer {
         self.local_addr
     }
 
-    /// Stops accepting, interrupts the connections being served, and waits for every thread.
+    /// Stops accepting, ends the connections being served, and waits for the accept task.
+    /// Blocks the calling thread, which must not be one of the runtime's own.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
-        let Some(running) = self.running.take() else {
-            return;
-        };
-        running.shared.stopping.store(true, Ordering::SeqCst);
-        // On Linux, shutting down a listening socket wakes a thread blocked in accept(), which
-        // then fails with EINVAL and sees `stopping`.
-        if let Err(e) = SockRef::from(&running.listener).shutdown(Shutdown::Both) {
-            tracing::warn!("cannot shut down the metrics listener: {e}");
-        }
-        if running.accept_thread.join().is_err() {
-            tracing::error!("the metrics accept thread panicked");
-        }
-        let active: Vec<_> = running.shared.connections().active.drain().collect();
-        for (_, (stream, worker)) in active {
-            // Ends any blocked read or write at once; the socket may already be closed.
-            let _ = stream.shutdown(Shutdown::Both);
-            if worker.join().is_err() {
-                tracing::error!("a metrics connection thread panicked");
-            }
+        self.stop.cancel();
+        if let Some(accept) = self.accept.take() {
+            let runtime = &self.runtime;
+            // From a scoped thread, so that this also works if dropped inside the runtime.
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    if runtime.block_on(accept).is_err() {
+                        tracing::error!("the metrics accept task panicked");
+                    }
+                });
+            });
         }
     }
 }
@@ -136,60 +113,91 @@ impl Drop for MetricsServer {
     }
 }
 
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, metrics: &Arc<Metrics>) {
+/// Accepts connections until `stop`; each is served by its own task, within the cap. The
+/// connection tasks are cancelled with the listener.
+async fn accept_loop(listener: TcpListener, metrics: Arc<Metrics>, stop: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let accepted = listener.accept();
-        if shared.stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        match accepted {
-            Ok((stream, peer)) => dispatch(stream, peer, shared, metrics),
+        let accepted = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+            // Reap finished connections so the set stays small.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                ) => {}
+                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                continue;
+            }
             Err(e) => {
                 tracing::warn!("metrics server: accept failed: {e}");
-                thread::sleep(ACCEPT_ERROR_PAUSE);
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
             }
-        }
-    }
-}
-
-/// Hands `stream` to a new connection thread, or closes it when all slots are taken.
-fn dispatch(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>, metrics: &Arc<Metrics>) {
-    let mut connections = shared.connections();
-    if connections.active.len() >= MAX_CONNECTIONS {
-        tracing::debug!("metrics server: refusing {peer}: {MAX_CONNECTIONS} connections busy");
-        return;
-    }
-    let handle = match stream.try_clone() {
-        Ok(handle) => handle,
-        Err(e) => {
-            tracing::warn!("metrics server: cannot serve {peer}: {e}");
-            return;
-        }
-    };
-    let id = connections.next_id;
-    connections.next_id += 1;
-    let worker_shared = Arc::clone(shared);
-    let worker_metrics = Arc::clone(metrics);
-    // The lock is held across the spawn so the worker cannot remove its entry before it exists.
-    let spawned = thread::Builder::new()
-        .name("metrics-conn".to_owned())
-        .spawn(move || {
-            if let Err(e) = serve_connection(stream, &worker_metrics) {
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::debug!("metrics server: refusing {peer}: {MAX_CONNECTIONS} connections busy");
+            continue; // Dropping the stream closes it.
+        };
+        let metrics = Arc::clone(&metrics);
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let metrics = Arc::clone(&metrics);
+                async move { Ok::<_, Infallible>(respond(&request, &metrics)) }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .max_buf_size(MAX_HEAD)
+                .keep_alive(false)
+                .title_case_headers(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
                 tracing::debug!("metrics server: connection from {peer}: {e}");
             }
-            worker_shared.connections().active.remove(&id);
+            drop(slot);
         });
-    match spawned {
-        Ok(worker) => {
-            connections.active.insert(id, (handle, worker));
-        }
-        Err(e) => tracing::warn!("metrics server: cannot start a thread for {peer}: {e}"),
     }
+    // Ends every connection being served, stalled ones included.
+    connections.shutdown().await;
+}
+
+/// The answer to one request: the exposition for `GET`/`HEAD /metrics` (hyper leaves out the
+/// body of a `HEAD` answer), 404 for other paths, 405 for other methods.
+fn respond(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    if request.uri().path() != "/metrics" {
+        return text(StatusCode::NOT_FOUND, "404 page not found\n");
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(EXPOSITION_TYPE));
+    response
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 #[cfg(test)]
@@ -201,6 +209,19 @@ mod tests {
 
     use super::{MAX_CONNECTIONS, serve};
     use crate::metrics::{Metrics, MetricsError};
+
+    fn rt() -> &'static tokio::runtime::Handle {
+        static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+        RUNTIME
+            .get_or_init(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap()
+            })
+            .handle()
+    }
 
     fn metrics() -> Arc<Metrics> {
         Arc::new(Metrics::new("abc123").unwrap())
@@ -233,7 +254,7 @@ mod tests {
     fn serves_metrics_over_loopback() {
         let m = metrics();
         m.snapshots.inc_by(4);
-        let server = serve("127.0.0.1:0", Arc::clone(&m)).unwrap();
+        let server = serve("127.0.0.1:0", Arc::clone(&m), rt()).unwrap();
         assert_ne!(server.local_addr().port(), 0);
         let response = get(server.local_addr(), "/metrics");
         let (head, body) = response.split_once("\r\n\r\n").unwrap();
@@ -251,7 +272,7 @@ mod tests {
 
     #[test]
     fn query_string_is_ignored_and_head_has_no_body() {
-        let server = serve("127.0.0.1:0", metrics()).unwrap();
+        let server = serve("127.0.0.1:0", metrics(), rt()).unwrap();
         let response = get(server.local_addr(), "/metrics?x=1");
         assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
         let head = exchange(server.local_addr(), "HEAD /metrics HTTP/1.1\r\n\r\n");
@@ -261,7 +282,7 @@ mod tests {
 
     #[test]
     fn other_paths_and_methods() {
-        let server = serve("127.0.0.1:0", metrics()).unwrap();
+        let server = serve("127.0.0.1:0", metrics(), rt()).unwrap();
         let addr = server.local_addr();
         for path in ["/", "/debug/pprof/", "/metricsx", "/metrics/"] {
             let response = get(addr, path);
@@ -300,7 +321,7 @@ mod tests {
 
     #[test]
     fn wildcard_port_zero_serves_ipv4_and_ipv6() {
-        let server = serve(":0", metrics()).unwrap();
+        let server = serve(":0", metrics(), rt()).unwrap();
         let port = server.local_addr().port();
         assert_ne!(port, 0);
         assert!(server.local_addr().ip().is_unspecified());
@@ -317,7 +338,7 @@ mod tests {
 
     #[test]
     fn ipv6_loopback_literal() {
-        match serve("[::1]:0", metrics()) {
+        match serve("[::1]:0", metrics(), rt()) {
             Ok(server) => {
                 assert_eq!(server.local_addr().ip(), std::net::Ipv6Addr::LOCALHOST);
                 let response = get(server.local_addr(), "/metrics");
@@ -333,10 +354,10 @@ mod tests {
 
     #[test]
     fn bind_errors_are_reported_at_start() {
-        let first = serve("127.0.0.1:0", metrics()).unwrap();
+        let first = serve("127.0.0.1:0", metrics(), rt()).unwrap();
         let taken = format!("127.0.0.1:{}", first.local_addr().port());
         assert!(matches!(
-            serve(&taken, metrics()),
+            serve(&taken, metrics(), rt()),
             Err(MetricsError::Bind { .. })
         ));
         for bad in [
@@ -349,7 +370,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    serve(bad, metrics()),
+                    serve(bad, metrics(), rt()),
                     Err(MetricsError::InvalidListenAddress { .. })
                 ),
                 "{bad}"
@@ -359,7 +380,7 @@ mod tests {
 
     #[test]
     fn slow_clients_do_not_block_scrapes() {
-        let server = serve("127.0.0.1:0", metrics()).unwrap();
+        let server = serve("127.0.0.1:0", metrics(), rt()).unwrap();
         let addr = server.local_addr();
         // Clients that connect and send half a request, then stall, hold slots...
         let stalled: Vec<TcpStream> = (0..MAX_CONNECTIONS - 1)
@@ -397,7 +418,7 @@ mod tests {
 
     #[test]
     fn over_the_connection_limit_is_closed_not_queued() {
-        let server = serve("127.0.0.1:0", metrics()).unwrap();
+        let server = serve("127.0.0.1:0", metrics(), rt()).unwrap();
         let addr = server.local_addr();
         let mut held: Vec<TcpStream> = Vec::new();
         for _ in 0..MAX_CONNECTIONS {
@@ -443,7 +464,7 @@ mod tests {
 
     #[test]
     fn drop_stops_the_server() {
-        let server = serve("127.0.0.1:0", metrics()).unwrap();
+        let server = serve("127.0.0.1:0", metrics(), rt()).unwrap();
         let addr = server.local_addr();
         drop(server);
         assert!(TcpStream::connect(addr).is_err());

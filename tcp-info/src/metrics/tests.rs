@@ -559,6 +559,12 @@ fn new_metrics_are_exported_under_new_names() {
             None,
             &[],
         ),
+        (
+            "tcpinfo_eventsocket_clients_refused_total",
+            "counter",
+            None,
+            &[],
+        ),
         ("tcpinfo_connections_tracked", "gauge", None, &[]),
         ("tcpinfo_mode", "gauge", Some("mode"), &["ebpf"]),
     ];

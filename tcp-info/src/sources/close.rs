@@ -7,9 +7,9 @@ use crate::metrics::Metrics;
 use crate::record::Timestamp;
 use crate::sockdiag::{DestroyListener, Payloads, RecvOutcome};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// How long one receive waits, which bounds how long a stop request waits.
 const POLL: Duration = Duration::from_millis(50);
@@ -24,10 +24,10 @@ const MAX_DRAIN_CALLS: usize = 16;
 pub fn run(
     mut listener: DestroyListener,
     tx: &Sender<Input>,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
     metrics: &Arc<Metrics>,
 ) {
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_cancelled() {
         match receive(&mut listener, POLL, tx, metrics) {
             Pass::HungUp => return,
             Pass::Failed => std::thread::sleep(Duration::from_millis(200)),

@@ -16,10 +16,16 @@
 //!   what marks cannot: connections that stay in SYN_SENT, and changes a lost mark (ring buffer
 //!   full, counted) did not report. The pipeline counts what they find.
 //! - New connections are found by their state-change marks, closed ones by the close source.
+//! - **Reading the ring buffer** is [`read_marks`], a task on the daemon's tokio runtime: it
+//!   waits on the ring's descriptor (`AsyncFd`), which the programs make readable only once the
+//!   ring is a quarter full, or for the poll interval, whichever comes first, and hands the
+//!   marks over in batches. A burst is thus moved out of the 4 MiB ring long before it fills,
+//!   while a quiet host costs no wake-up per mark. The rounds, which make blocking netlink
+//!   queries, stay on this source's own thread.
 
 use super::sweep::{DumpSizes, sweep_once};
 use super::{Input, Ticker};
-use crate::ebpf::{KernelCounters, Programs};
+use crate::ebpf::{KernelCounters, MarkRing, Programs};
 use crate::metrics::{ExactQueryOutcome, KernelDrop, Metrics, SweepKind};
 use crate::record::Timestamp;
 use crate::sockdiag::{Checked, DiagSocket, ExactReply, ExactStats, ExactTarget, Family, Payloads};
@@ -27,10 +33,19 @@ use crate::wire::inet_diag;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 use tcp_info_common::Mark;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio_util::sync::CancellationToken;
+
+/// Batches of marks that may wait for the rounds (each is at least an interval's worth).
+pub const MARK_BATCHES: usize = 64;
+/// Marks the reader holds while the rounds do not take its batches, before it stops draining
+/// (and the ring, then the kernel's drop counter, absorb the rest): about 17 MB.
+const MAX_HELD_MARKS: usize = 1 << 18;
 
 /// How often the kernel-side counters are read.
 const COUNTERS_EVERY: Duration = Duration::from_secs(1);
@@ -49,6 +64,16 @@ pub struct EbpfConfig {
     pub max_queued: usize,
     /// The inode of the watched network namespace: marks from others are ignored.
     pub netns: u32,
+}
+
+/// What the source reads from the kernel programs: their counters, and the marks that
+/// [`read_marks`] took off their ring buffer.
+#[derive(Debug)]
+pub struct Kernel {
+    /// The attached programs (their ring buffer taken by [`read_marks`]).
+    pub programs: Programs,
+    /// Batches of marks from [`read_marks`].
+    pub marks: Receiver<Vec<Mark>>,
 }
 
 /// A socket to query.
@@ -78,12 +103,12 @@ struct Refresher {
 /// Runs until `stop` is set, the pipeline hangs up, or `reps` rounds ran (then it sends
 /// [`Input::Finished`]).
 pub fn run(
-    mut programs: Programs,
+    kernel: &Kernel,
     mut socket: DiagSocket,
     config: EbpfConfig,
     tx: &Sender<Input>,
     queued: &AtomicUsize,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
     metrics: &Arc<Metrics>,
 ) {
     let mut state = Refresher::default();
@@ -93,10 +118,10 @@ pub fn run(
     let mut ticker = Ticker::new(config.interval, config.reps);
     let mut last_round_end: Option<Instant> = None;
     let interval_ns = u64::try_from(config.interval.as_nanos()).unwrap_or(u64::MAX);
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_cancelled() {
         let behind = queued.load(Ordering::Acquire) >= config.max_queued;
         let round = state.round(
-            &mut programs,
+            &kernel.marks,
             &mut socket,
             config.netns,
             interval_ns,
@@ -125,7 +150,7 @@ pub fn run(
             next_safety = now + config.safety_interval;
         }
         if now >= next_counters {
-            state.export_counters(&programs, metrics);
+            state.export_counters(&kernel.programs, metrics);
             next_counters = now + COUNTERS_EVERY;
         }
         // The polling cycle of upstream's histogram: from the end of one round to the next's.
@@ -142,12 +167,72 @@ pub fn run(
     }
 }
 
+/// Drains the ring buffer into batches for the rounds until `stop` is cancelled or the rounds
+/// hang up: at every `interval`, and at once whenever the programs signal a filling ring.
+///
+/// Runs on the tokio runtime. If the rounds fall so far behind that their channel is full,
+/// the marks wait here, up to [`MAX_HELD_MARKS`]; beyond that the reader stops draining until
+/// the rounds catch up.
+pub async fn read_marks(
+    mut ring: AsyncFd<MarkRing>,
+    interval: Duration,
+    batches: SyncSender<Vec<Mark>>,
+    stop: CancellationToken,
+) {
+    let mut clock = tokio::time::interval(interval);
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut held: Vec<Mark> = Vec::new();
+    loop {
+        let room = held.len() < MAX_HELD_MARKS;
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            _ = clock.tick() => {}
+            ready = ring.readable_mut(), if room => match ready {
+                Ok(mut guard) => guard.clear_ready(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "polling the eBPF ring buffer failed");
+                }
+            },
+        }
+        if held.len() < MAX_HELD_MARKS {
+            let (_, malformed) = ring.get_mut().drain(&mut held);
+            if malformed > 0 {
+                tracing::warn!(
+                    malformed,
+                    "ring buffer records of an unexpected size skipped"
+                );
+            }
+        }
+        if held.is_empty() {
+            continue;
+        }
+        match batches.try_send(std::mem::take(&mut held)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(kept)) => held = kept,
+            Err(TrySendError::Disconnected(_)) => return,
+        }
+    }
+}
+
+/// Registers the ring buffer with `runtime`'s reactor, for [`read_marks`].
+pub fn pollable(
+    ring: MarkRing,
+    runtime: &tokio::runtime::Handle,
+) -> std::io::Result<AsyncFd<MarkRing>> {
+    let _context = runtime.enter();
+    // SAFETY: `MarkRing` owns the ring buffer map's descriptor (through aya's `MapData`): it
+    // stays open, and `as_raw_fd` returns that same descriptor, for as long as the `MarkRing`
+    // lives, which is as long as the `AsyncFd` that owns it.
+    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(Into::into)
+}
+
 impl Refresher {
     /// One round: drain and merge the marks; unless the pipeline is `behind`, add the due
     /// follow-ups, query every pending socket and check the replies.
     fn round(
         &mut self,
-        programs: &mut Programs,
+        marks: &Receiver<Vec<Mark>>,
         socket: &mut DiagSocket,
         netns: u32,
         interval_ns: u64,
@@ -155,7 +240,10 @@ impl Refresher {
     ) -> Round {
         let mut round = Round::default();
         self.marks.clear();
-        (round.marks, round.malformed) = programs.drain(&mut self.marks);
+        for batch in marks.try_iter() {
+            self.marks.extend_from_slice(&batch);
+        }
+        round.marks = self.marks.len();
         for mark in &self.marks {
             if mark.netns != netns {
                 continue;
@@ -264,7 +352,6 @@ impl Refresher {
 #[derive(Debug, Default)]
 struct Round {
     marks: usize,
-    malformed: usize,
     /// Sockets queried.
     targets: usize,
     stats: Option<ExactStats>,
@@ -282,12 +369,6 @@ impl Round {
     /// Counts the round in the metrics; returns the records to send.
     fn report(self, metrics: &Metrics) -> Option<Payloads> {
         metrics.marks.inc_by(self.marks as u64);
-        if self.malformed > 0 {
-            tracing::warn!(
-                malformed = self.malformed,
-                "ring buffer records of an unexpected size skipped"
-            );
-        }
         let queries = &metrics.exact_queries;
         if let Some(stats) = self.stats {
             if stats.batches > 0 {

@@ -7,9 +7,10 @@ use crate::metrics::{AddressFamily, DumpFailure, ErrorType, Metrics, SweepKind};
 use crate::record::Timestamp;
 use crate::sockdiag::{DiagSocket, DumpError, Family, Payloads};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// Settings of the sweep loop.
 #[derive(Debug, Clone, Copy)]
@@ -32,12 +33,12 @@ pub fn run(
     config: SweepConfig,
     tx: &Sender<Input>,
     queued: &AtomicUsize,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
     metrics: &Arc<Metrics>,
 ) {
     let mut ticker = Ticker::new(config.interval, config.reps);
     let mut sizes = DumpSizes::default();
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_cancelled() {
         if queued.load(Ordering::Acquire) >= config.max_queued {
             // The pipeline is behind: wait, as upstream's polling blocks on a full queue.
             std::thread::sleep(Duration::from_millis(1));

@@ -1,17 +1,25 @@
 //! Wiring of the `tcp-info` daemon: sources → pipeline → saver, events and metrics; signals and
 //! graceful shutdown (D11).
 //!
-//! Threads: one per source (sweep, close), one for the pipeline, the metrics server's and the
-//! event server's own threads, and the main thread, which waits for SIGTERM/SIGINT or the end of
-//! `-reps` and then stops everything in order: sources first, then the pipeline (which emits a
-//! Close for every open connection and finishes every file), then the event socket (after its
-//! clients received those Close events), then the metrics server.
+//! What runs where (docs/ARCHITECTURE.md has the picture):
+//! - **OS threads for the hot loops**, which make blocking netlink calls and must neither wait
+//!   for the async edges nor hold up their workers: the sweep or eBPF source (exact queries),
+//!   the close source (destroy notifications) and the pipeline (which drives the saver).
+//! - **A tokio runtime for the edges** ([`EDGE_THREADS`] workers): the event socket (a task per
+//!   client, capped), the metrics endpoint (hyper), the signal handlers, and in eBPF mode the
+//!   reader of the programs' ring buffer (`AsyncFd`).
+//! - **One cancellation path**: a SIGTERM/SIGINT, the end of `-reps`, or the pipeline thread
+//!   ending for any reason cancels one token. The sources see it and stop; then the main thread
+//!   stops the rest in order: the pipeline drains what the sources sent (it emits a Close for
+//!   every open connection and finishes every file), then the event socket (after its clients
+//!   received those Close events), then the metrics endpoint, then the runtime.
 
 use crate::cli::{Config, Mode};
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -24,8 +32,11 @@ use tcp_info::pipeline::{ArchiveSink, EventSink, Pipeline, PipelineConfig};
 use tcp_info::record::Timestamp;
 use tcp_info::saver::{ErrorClass, Saver, SaverConfig, SaverStats, repair_tree};
 use tcp_info::sockdiag::{DestroyListener, DiagSocket};
+use tcp_info::sources::Mode as Collection;
 use tcp_info::sources::{self, Input, ebpf::EbpfConfig, sweep::SweepConfig};
 use tcp_info::wire::inet_diag::InetDiagMsg;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio_util::sync::CancellationToken;
 
 /// How often the pipeline does housekeeping (flushes, rotation, metrics export).
 const TICK: Duration = Duration::from_millis(100);
@@ -55,6 +66,26 @@ const EBPF_QUEUE: usize = 8;
 /// Short git commit baked in by `build.rs` (empty when unknown: the metric then reads 0).
 const GIT_COMMIT: &str = env!("TCP_INFO_GIT_COMMIT");
 
+/// Worker threads of the edges' runtime: its tasks only move bytes between sockets and queues.
+const EDGE_THREADS: usize = 2;
+/// How long the runtime waits for stray tasks at exit (everything has been stopped by then).
+const RUNTIME_EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// The one way to stop the daemon: a token that the sources watch, with the first reason given.
+#[derive(Debug, Clone, Default)]
+struct Stop {
+    token: CancellationToken,
+    reason: Arc<OnceLock<&'static str>>,
+}
+
+impl Stop {
+    /// Asks everything to stop; the first reason is the one logged.
+    fn request(&self, reason: &'static str) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+}
+
 /// Runs the daemon until a signal or the end of `-reps`; returns when everything is closed.
 pub fn run(config: &Config) -> Result<()> {
     if let Some(output) = &config.output {
@@ -63,6 +94,25 @@ pub fn run(config: &Config) -> Result<()> {
         std::env::set_current_dir(output)
             .with_context(|| format!("changing into the output directory {}", output.display()))?;
     }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(EDGE_THREADS)
+        .max_blocking_threads(EDGE_THREADS)
+        .thread_name("tcpinfo-edges")
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let edges = runtime.handle();
+    let stop = Stop::default();
+    let signals = {
+        let _context = runtime.enter();
+        let install = |kind| signal(kind).context("installing signal handlers");
+        (
+            install(SignalKind::terminate())?,
+            install(SignalKind::interrupt())?,
+        )
+    };
+    runtime.spawn(stop_on_signal(signals, stop.clone()));
+
     let metrics = Arc::new(Metrics::new(GIT_COMMIT).context("creating metrics")?);
     // Without CAP_NET_ADMIN the destroy groups may be closed to us: run without the close
     // source then, as upstream always does (connections end when a sweep misses them).
@@ -78,22 +128,22 @@ pub fn run(config: &Config) -> Result<()> {
     let programs = load_programs(config, destroy.is_some())?;
     release_freed_memory();
     let listen = config.listen_address.to_string();
-    let server = metrics::serve(&listen, Arc::clone(&metrics))
+    let server = metrics::serve(&listen, Arc::clone(&metrics), edges)
         .with_context(|| format!("serving metrics on {listen}"))?;
     tracing::info!("metrics listening on {}", server.local_addr());
 
     let events = match &config.event_socket {
         Some(path) => Some(
-            EventServer::start(path, EventServerConfig::default())
+            EventServer::start(path, EventServerConfig::default(), edges)
                 .with_context(|| format!("starting the event socket at {}", path.display()))?,
         ),
         None => None,
     };
 
     let mode = if programs.is_some() {
-        tcp_info::sources::Mode::Ebpf
+        Collection::Ebpf
     } else {
-        tcp_info::sources::Mode::Sweep
+        Collection::Sweep
     };
     metrics.set_mode(mode);
     tracing::info!(
@@ -144,16 +194,14 @@ pub fn run(config: &Config) -> Result<()> {
     )
     .with_lookup(Box::new(lookup));
 
-    let stop = Arc::new(AtomicBool::new(false));
     let queued = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::channel::<Input>();
-    let (done_tx, done_rx) = mpsc::channel::<&'static str>();
 
     let mut sources = Vec::new();
     {
-        let (tx, stop, metrics) = (tx.clone(), Arc::clone(&stop), Arc::clone(&metrics));
+        let (tx, token, metrics) = (tx.clone(), stop.token.clone(), Arc::clone(&metrics));
         let queued = Arc::clone(&queued);
-        let thread = if let Some((programs, netns)) = programs {
+        let thread = if let Some((mut programs, netns)) = programs {
             let ebpf_config = EbpfConfig {
                 interval: config.poll_interval,
                 safety_interval: config.safety_sweep_interval,
@@ -161,8 +209,24 @@ pub fn run(config: &Config) -> Result<()> {
                 max_queued: EBPF_QUEUE,
                 netns,
             };
+            let ring = programs
+                .take_marks()
+                .context("the eBPF ring buffer has no reader")?;
+            let ring = sources::ebpf::pollable(ring, edges)
+                .context("registering the eBPF ring buffer with the runtime")?;
+            let (marks_tx, marks_rx) = mpsc::sync_channel(sources::ebpf::MARK_BATCHES);
+            runtime.spawn(sources::ebpf::read_marks(
+                ring,
+                config.poll_interval,
+                marks_tx,
+                token.clone(),
+            ));
             thread::Builder::new().name("ebpf".into()).spawn(move || {
-                sources::ebpf::run(programs, diag, ebpf_config, &tx, &queued, &stop, &metrics);
+                let kernel = sources::ebpf::Kernel {
+                    programs,
+                    marks: marks_rx,
+                };
+                sources::ebpf::run(&kernel, diag, ebpf_config, &tx, &queued, &token, &metrics);
             })
         } else {
             let sweep_config = SweepConfig {
@@ -171,50 +235,34 @@ pub fn run(config: &Config) -> Result<()> {
                 max_queued: SWEEP_QUEUE,
             };
             thread::Builder::new().name("sweep".into()).spawn(move || {
-                sources::sweep::run(diag, sweep_config, &tx, &queued, &stop, &metrics);
+                sources::sweep::run(diag, sweep_config, &tx, &queued, &token, &metrics);
             })
         };
         sources.push(thread.context("starting the collection thread")?);
     }
     if let Some(listener) = destroy {
-        let (tx, stop, metrics) = (tx.clone(), Arc::clone(&stop), Arc::clone(&metrics));
+        let (tx, token, metrics) = (tx.clone(), stop.token.clone(), Arc::clone(&metrics));
         sources.push(
             thread::Builder::new()
                 .name("close".into())
-                .spawn(move || sources::close::run(listener, &tx, &stop, &metrics))
+                .spawn(move || sources::close::run(listener, &tx, &token, &metrics))
                 .context("starting the close thread")?,
         );
     }
     drop(tx);
 
     let pipeline = {
-        // Wakes the main thread when the pipeline ends by itself (`-reps`), or panics.
-        let wake = WakeOnExit(done_tx.clone());
+        // Stops the daemon when the pipeline ends by itself (`-reps`), or panics.
+        let on_exit = StopOnExit(stop.clone());
         thread::Builder::new()
             .name("pipeline".into())
-            .spawn(move || run_pipeline(pipeline, &rx, &queued, &wake.0))
+            .spawn(move || run_pipeline(pipeline, &rx, &queued, &on_exit.0))
             .context("starting the pipeline thread")?
     };
 
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])
-    .context("installing signal handlers")?;
-    let signal_handle = signals.handle();
-    let signal_thread = thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                tracing::info!(signal, "shutting down");
-                let _ = done_tx.send("signal");
-            }
-        })
-        .context("starting the signal thread")?;
-
-    let reason = done_rx.recv().unwrap_or("all senders gone");
+    runtime.block_on(stop.token.cancelled());
+    let reason = stop.reason.get().copied().unwrap_or("stopped");
     tracing::info!(reason, "stopping sources");
-    stop.store(true, Ordering::Relaxed);
     for source in sources {
         if source.join().is_err() {
             tracing::error!("a source thread panicked");
@@ -229,11 +277,21 @@ pub fn run(config: &Config) -> Result<()> {
         let stats = server.shutdown();
         tracing::info!(?stats, "event socket closed");
     }
-    signal_handle.close();
-    let _ = signal_thread.join();
     server.shutdown();
+    runtime.shutdown_timeout(RUNTIME_EXIT_GRACE);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT, then asks the daemon to stop.
+async fn stop_on_signal(mut signals: (Signal, Signal), stop: Stop) {
+    let name = tokio::select! {
+        _ = signals.0.recv() => "SIGTERM",
+        _ = signals.1.recv() => "SIGINT",
+        () = stop.token.cancelled() => return,
+    };
+    tracing::info!(signal = name, "shutting down");
+    stop.request("signal");
 }
 
 /// The network namespace the daemon watches: its own.
@@ -286,15 +344,14 @@ fn release_freed_memory() {
     }
 }
 
-/// Tells the main thread that the pipeline thread ended, however it ended: dropped when the
-/// thread returns or unwinds, so that a panicking pipeline does not leave the daemon running
-/// without collecting.
-struct WakeOnExit(mpsc::Sender<&'static str>);
+/// Stops the daemon when the pipeline thread ends, however it ends: dropped when the thread
+/// returns or unwinds, so that a panicking pipeline does not leave the daemon running without
+/// collecting.
+struct StopOnExit(Stop);
 
-impl Drop for WakeOnExit {
+impl Drop for StopOnExit {
     fn drop(&mut self) {
-        // The main thread may already be gone (it stops waiting at the first reason).
-        let _ = self.0.send("pipeline finished");
+        self.0.request("pipeline finished");
     }
 }
 
@@ -349,7 +406,7 @@ fn run_pipeline(
     mut pipeline: Pipeline<SaverSink, Events>,
     rx: &mpsc::Receiver<Input>,
     queued: &AtomicUsize,
-    done: &mpsc::Sender<&'static str>,
+    stop: &Stop,
 ) -> Events {
     let mut last_tick = Instant::now();
     loop {
@@ -373,9 +430,7 @@ fn run_pipeline(
                 payloads,
                 timestamp,
             }) => pipeline.destroyed(&payloads, timestamp, Instant::now()),
-            Ok(Input::Finished) => {
-                let _ = done.send("reps finished");
-            }
+            Ok(Input::Finished) => stop.request("reps finished"),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
@@ -478,6 +533,11 @@ impl Events {
         metrics
             .events_dropped
             .inc_by(dropped.saturating_sub(metrics.events_dropped.get()));
+        metrics.event_clients_refused.inc_by(
+            stats
+                .clients_refused
+                .saturating_sub(metrics.event_clients_refused.get()),
+        );
         let lagging = stats.clients_dropped_lag;
         metrics
             .event_clients_disconnected
