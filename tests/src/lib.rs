@@ -211,3 +211,29 @@ impl Setup {
         sockets::uuid(&self.prefix, cookie)
     }
 }
+
+/// Raises this process's soft descriptor limit to its hard limit, and returns it.
+pub fn raise_nofile() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit with a valid, initialised struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit), 0);
+    }
+    limit.rlim_cur
+}
+
+/// The number of threads of process `pid` (its `/proc/<pid>/status` `Threads:` line).
+pub fn thread_count(pid: u32) -> Result<usize> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no Threads: line in /proc/{pid}/status"))
+}

@@ -210,7 +210,7 @@ fn a_thousand_idle_connections_cause_no_exact_queries() {
         return;
     };
     // Two thousand sockets in this process: more than a default soft limit of 1024.
-    raise_nofile();
+    tcp_info_tests::raise_nofile();
     let mut daemon = start_ebpf(&setup, &[]);
     let listener = setup.net.listen().unwrap();
     let mut held = Vec::new();
@@ -359,18 +359,4 @@ fn auto_falls_back_to_sweep_when_ebpf_cannot_load() {
         stderr.contains("eBPF mode (--mode ebpf) cannot run"),
         "{stderr}"
     );
-}
-
-/// Raises this process's soft descriptor limit to its hard limit.
-fn raise_nofile() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit with a valid, initialised struct.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit), 0);
-        limit.rlim_cur = limit.rlim_max;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit), 0);
-    }
 }
