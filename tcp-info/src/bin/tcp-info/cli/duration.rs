@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+/// Nanoseconds in a second.
 const NANOS_PER_SEC: u128 = 1_000_000_000;
 /// Go durations are signed 64-bit nanosecond counts; anything longer is an overflow there too.
 const MAX_NANOS: u128 = i64::MAX as u128;

@@ -62,6 +62,7 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// A usage error with this message.
     pub(super) fn usage(message: String) -> Self {
         Self::Usage { message }
     }

@@ -1,15 +1,7 @@
-//! The flag table, the command-line grammar, environment variable names and the usage text.
-//!
-//! The grammar is Go's `flag` package (upstream's), which clap cannot express: long names after
-//! a single dash (`-output`), names containing dots (`-anonymize.ip`), a non-boolean flag taking
-//! the next argument whatever it looks like (`-output -x` sets `-x`), and a boolean flag taking a
-//! value only after `=`. Two dashes are accepted as well, so GNU habits work too.
+//! The flag table, environment variable names and the usage text. The grammar that reads the
+//! flags off the command line is in [`super::grammar`].
 
-use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
-use std::os::unix::ffi::OsStrExt as _;
-
-use super::CliError;
 
 /// How a flag takes values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,30 +19,49 @@ pub(super) enum Kind {
 pub(super) struct Spec {
     /// The name, without dashes.
     pub(super) name: &'static str,
+    /// How it takes values.
     pub(super) kind: Kind,
     /// What the value looks like, for the usage text.
     pub(super) value: &'static str,
     /// The default as shown in the usage text.
     pub(super) default: &'static str,
+    /// Its description, for the usage text.
     pub(super) help: &'static str,
 }
 
+/// The name of `-reps`.
 pub(super) const REPS: &str = "reps";
+/// The name of `-trace`.
 pub(super) const TRACE: &str = "trace";
+/// The name of `-output`.
 pub(super) const OUTPUT: &str = "output";
+/// The name of `-exclude-srcport`.
 pub(super) const EXCLUDE_SRCPORT: &str = "exclude-srcport";
+/// The name of `-exclude-dstip`.
 pub(super) const EXCLUDE_DSTIP: &str = "exclude-dstip";
+/// The name of `-tcpinfo.eventsocket`.
 pub(super) const EVENT_SOCKET: &str = "tcpinfo.eventsocket";
+/// The name of `-prometheusx.listen-address`.
 pub(super) const LISTEN_ADDRESS: &str = "prometheusx.listen-address";
+/// The name of `-anonymize.ip`.
 pub(super) const ANONYMIZE_IP: &str = "anonymize.ip";
+/// The name of `-uuid-prefix-file`.
 pub(super) const UUID_PREFIX_FILE: &str = "uuid-prefix-file";
+/// The name of `-logx.debug`.
 pub(super) const LOGX_DEBUG: &str = "logx.debug";
+/// The name of `-mode`.
 pub(super) const MODE: &str = "mode";
+/// The name of `-poll-interval`.
 pub(super) const POLL_INTERVAL: &str = "poll-interval";
+/// The name of `-rotation-age`.
 pub(super) const ROTATION_AGE: &str = "rotation-age";
+/// The name of `-flush-interval`.
 pub(super) const FLUSH_INTERVAL: &str = "flush-interval";
+/// The name of `-exclude-local`.
 pub(super) const EXCLUDE_LOCAL: &str = "exclude-local";
+/// The name of `-rcvbuf`.
 pub(super) const RCVBUF: &str = "rcvbuf";
+/// The name of `-safety-sweep-interval`.
 pub(super) const SAFETY_SWEEP_INTERVAL: &str = "safety-sweep-interval";
 
 /// Every flag: upstream's (SPEC §2.1) first, then this implementation's additions.
@@ -201,91 +212,8 @@ pub(super) fn env_name(flag: &str) -> String {
 }
 
 /// The index in [`FLAGS`] of the flag called `name`.
-fn index_of(name: &str) -> Option<usize> {
+pub(super) fn index_of(name: &str) -> Option<usize> {
     FLAGS.iter().position(|s| s.name == name)
-}
-
-/// The raw values each flag was given on the command line, in order.
-#[derive(Debug, Default)]
-pub(super) struct Occurrences(Vec<Vec<OsString>>);
-
-impl Occurrences {
-    /// The values given for `name` (empty if the flag was not on the command line).
-    pub(super) fn get(&self, name: &str) -> &[OsString] {
-        index_of(name)
-            .and_then(|i| self.0.get(i))
-            .map_or(&[], Vec::as_slice)
-    }
-}
-
-/// Splits the command line (without the program name) into flag values, following Go's `flag`.
-pub(super) fn tokenize(args: impl IntoIterator<Item = OsString>) -> Result<Occurrences, CliError> {
-    let mut found = Occurrences(vec![Vec::new(); FLAGS.len()]);
-    let mut args = args.into_iter();
-    // The bare boolean flag just seen, to explain a following `true`/`false`.
-    let mut bare_bool: Option<&str> = None;
-    while let Some(arg) = args.next() {
-        let bytes = arg.as_bytes();
-        if bytes.len() < 2 || bytes[0] != b'-' {
-            let mut err = positional(&arg);
-            if let (Some(flag), CliError::Usage { message }) = (bare_bool, &mut err) {
-                let _ = write!(
-                    message,
-                    "; a boolean flag takes its value only after '=', as in -{flag}={}",
-                    arg.to_string_lossy()
-                );
-            }
-            return Err(err);
-        }
-        let dashes = if bytes[1] == b'-' { "--" } else { "-" };
-        if arg.len() == 2 && dashes == "--" {
-            // `--` ends the flags; whatever follows is positional.
-            return match args.next() {
-                Some(next) => Err(positional(&next)),
-                None => Ok(found),
-            };
-        }
-        let body = &bytes[dashes.len()..];
-        if matches!(body.first(), Some(b'-' | b'=')) {
-            return Err(CliError::usage(format!(
-                "bad flag syntax: {}",
-                arg.to_string_lossy()
-            )));
-        }
-        let (name_bytes, inline) = match body.iter().position(|&b| b == b'=') {
-            Some(eq) => (&body[..eq], Some(OsStr::from_bytes(&body[eq + 1..]))),
-            None => (body, None),
-        };
-        let name = std::str::from_utf8(name_bytes).unwrap_or("");
-        if name == "h" || name == "help" {
-            return Err(CliError::Help { usage: usage() });
-        }
-        let Some(index) = index_of(name) else {
-            let shown = String::from_utf8_lossy(name_bytes);
-            return Err(CliError::usage(format!(
-                "flag provided but not defined: {dashes}{shown}"
-            )));
-        };
-        bare_bool =
-            (FLAGS[index].kind == Kind::Bool && inline.is_none()).then_some(FLAGS[index].name);
-        let value = match (FLAGS[index].kind, inline) {
-            (_, Some(value)) => value.to_owned(),
-            // A bare boolean never consumes the next argument.
-            (Kind::Bool, None) => OsString::from("true"),
-            (_, None) => args
-                .next()
-                .ok_or_else(|| CliError::usage(format!("flag needs an argument: -{name}")))?,
-        };
-        found.0[index].push(value);
-    }
-    Ok(found)
-}
-
-fn positional(arg: &OsStr) -> CliError {
-    CliError::usage(format!(
-        "unexpected argument {:?}: tcp-info takes only flags",
-        arg.to_string_lossy()
-    ))
 }
 
 /// The `-help` text.
@@ -324,6 +252,7 @@ pub fn usage() -> String {
 
 /// Usage text width, indentation included.
 const USAGE_WIDTH: usize = 80;
+/// Indentation of the usage text's descriptions.
 const USAGE_INDENT: &str = "        ";
 
 /// Appends `text` word-wrapped to [`USAGE_WIDTH`], each line indented by [`USAGE_INDENT`].

@@ -6,7 +6,8 @@
 //! upstream's output; `-mode` defaults to `auto`, which collects the same records more cheaply
 //! where eBPF can run.
 //!
-//! - **Grammar:** Go's `flag` package, plus two dashes (see [`usage`]).
+//! - **Grammar:** Go's `flag` package, plus two dashes (see [`usage`]), parsed by clap after a
+//!   pass that rewrites `-name` to `--name` (see [`grammar`] for why clap alone cannot).
 //! - **Environment:** each flag's variable is its name upper-cased with every character outside
 //!   `[A-Z0-9]` replaced by `_`. The command line wins; a variable shadowed by a flag is reported
 //!   as a warning. List variables are split on `,`.
@@ -26,6 +27,7 @@
 mod duration;
 mod error;
 mod flags;
+mod grammar;
 mod values;
 
 #[cfg(test)]
@@ -44,8 +46,8 @@ pub use values::Mode;
 
 use flags::{
     ANONYMIZE_IP, EVENT_SOCKET, EXCLUDE_DSTIP, EXCLUDE_LOCAL, EXCLUDE_SRCPORT, FLUSH_INTERVAL,
-    LISTEN_ADDRESS, LOGX_DEBUG, MODE, OUTPUT, Occurrences, POLL_INTERVAL, RCVBUF, REPS,
-    ROTATION_AGE, SAFETY_SWEEP_INTERVAL, TRACE, UUID_PREFIX_FILE,
+    LISTEN_ADDRESS, LOGX_DEBUG, MODE, OUTPUT, POLL_INTERVAL, RCVBUF, REPS, ROTATION_AGE,
+    SAFETY_SWEEP_INTERVAL, TRACE, UUID_PREFIX_FILE,
 };
 use tcp_info::anonymize::Method;
 use tcp_info::uuid::Prefix;
@@ -218,7 +220,7 @@ pub fn parse(
     env: &impl Fn(&str) -> Option<OsString>,
 ) -> Result<Parsed, CliError> {
     let mut inputs = Inputs {
-        given: flags::tokenize(args)?,
+        given: grammar::matches(args)?,
         env,
         messages: Vec::new(),
     };
@@ -238,12 +240,16 @@ pub fn parse_process() -> Result<Parsed, CliError> {
 
 /// The command line and environment, and what has been noticed while reading them.
 struct Inputs<'a, E> {
-    given: Occurrences,
+    /// The flags on the command line, as [`grammar::matches`] found them.
+    given: clap::ArgMatches,
+    /// The environment lookup.
     env: &'a E,
+    /// The warnings found so far.
     messages: Vec<Message>,
 }
 
 impl<E: Fn(&str) -> Option<OsString>> Inputs<'_, E> {
+    /// Every flag's effective value, parsed.
     fn config(&mut self) -> Result<Config, CliError> {
         let reps = self.value(REPS, 0, values::parse_reps)?;
         let trace = self.value(TRACE, false, values::parse_bool)?;
@@ -293,11 +299,10 @@ impl<E: Fn(&str) -> Option<OsString>> Inputs<'_, E> {
     fn raw(&mut self, name: &'static str) -> Option<(Origin, Vec<OsString>)> {
         let var = flags::env_name(name);
         let from_env = (self.env)(&var);
-        let on_command_line = self.given.get(name);
-        if on_command_line.is_empty() {
+        let Some(values) = self.given.get_raw(name) else {
             return from_env.map(|value| (Origin::Env(var), vec![value]));
-        }
-        let values = on_command_line.to_vec();
+        };
+        let values = values.map(OsStr::to_owned).collect();
         if let Some(ignored) = from_env {
             self.warn(format!(
                 "ignoring environment variable {var}={:?}: flag -{name} is given on the command line",
@@ -396,6 +401,7 @@ impl<E: Fn(&str) -> Option<OsString>> Inputs<'_, E> {
         Ok((file, prefix))
     }
 
+    /// Records a warning.
     fn warn(&mut self, text: String) {
         self.messages.push(Message {
             level: Level::Warn,
@@ -404,6 +410,7 @@ impl<E: Fn(&str) -> Option<OsString>> Inputs<'_, E> {
     }
 }
 
+/// `value` as text, or an invalid-value error naming `origin`.
 fn utf8<'v>(origin: &Origin, value: &'v OsStr) -> Result<&'v str, CliError> {
     value.to_str().ok_or_else(|| {
         invalid(
@@ -414,6 +421,7 @@ fn utf8<'v>(origin: &Origin, value: &'v OsStr) -> Result<&'v str, CliError> {
     })
 }
 
+/// The invalid-value error for `value` from `origin`.
 fn invalid(origin: Origin, value: &str, reason: String) -> CliError {
     CliError::InvalidValue {
         origin,
