@@ -77,15 +77,20 @@ const TCP_SYN_SENT: i32 = 2;
 const TCP_SYN_RECV: i32 = 3;
 const TCP_CLOSE: i32 = 7;
 const TCP_LISTEN: i32 = 10;
-/// `BPF_RB_NO_WAKEUP`: the daemon drains on its own clock, so no wake-up per mark.
+/// `BPF_RB_NO_WAKEUP`: the daemon drains on its own clock, so a mark normally wakes no one.
 const BPF_RB_NO_WAKEUP: u64 = 1;
 /// `BPF_RB_FORCE_WAKEUP`: wake the reader now.
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 /// `BPF_RB_AVAIL_DATA`: `bpf_ringbuf_query` returns the bytes not yet consumed.
 const BPF_RB_AVAIL_DATA: u64 = 0;
-/// Fill level past which each mark wakes the reader: a burst is drained early, long before the
-/// ring is full, while a quiet host causes no wake-up at all.
+/// Fill level at which a mark wakes the reader: a burst is drained early, long before the ring
+/// is full, while a quiet host causes no wake-up at all.
 const WAKE_AT_BYTES: u64 = MARKS_BYTES as u64 / 4;
+/// Only the marks that find the fill level within this band above [`WAKE_AT_BYTES`] wake the
+/// reader (a band, not the exact crossing, because CPUs submit concurrently). Beyond it the
+/// reader has been woken already; a reader that is not draining (its consumer is behind) is
+/// not woken again and again from the hot path.
+const WAKE_BAND_BYTES: u64 = MARKS_BYTES as u64 / 64;
 
 /// The mark interval alone: the hot path reads one field, not the whole configuration.
 fn interval_ns() -> u64 {
@@ -150,7 +155,8 @@ fn mark(sk: *const u8, hook: Hook, state: u8, always: bool) {
         }
         return;
     }
-    let wake = if MARKS.query(BPF_RB_AVAIL_DATA) >= WAKE_AT_BYTES {
+    let pending = MARKS.query(BPF_RB_AVAIL_DATA);
+    let wake = if (WAKE_AT_BYTES..WAKE_AT_BYTES + WAKE_BAND_BYTES).contains(&pending) {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

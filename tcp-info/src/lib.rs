@@ -7,7 +7,8 @@
 //!   archives and builds records from raw netlink bytes.
 //! - the **collector side** (feature `collector`, on by default, Linux only): [`sockdiag`] (the
 //!   sock_diag sockets), [`ebpf`], `sources` → [`pipeline`] → [`saver`], [`events`] and
-//!   [`metrics`], with the rules applied on the way ([`exclude`], [`anonymize`]).
+//!   [`metrics`], with the rules applied on the way ([`exclude`], [`anonymize`]) and the
+//!   collection [`mode`].
 //!
 //! `cargo build -p tcp-info --no-default-features` builds the parser side alone (CI does), so
 //! nothing on the parser side can reach into the collector side. The daemon's command line and
@@ -37,6 +38,8 @@ pub mod events;
 pub mod exclude;
 #[cfg(all(feature = "collector", target_os = "linux"))]
 pub mod metrics;
+#[cfg(all(feature = "collector", target_os = "linux"))]
+pub mod mode;
 #[cfg(all(feature = "collector", target_os = "linux"))]
 pub mod pipeline;
 #[cfg(all(feature = "collector", target_os = "linux"))]

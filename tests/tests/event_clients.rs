@@ -1,6 +1,10 @@
 //! The event socket under a flood of clients: 5 000 local connections to it. The daemon's
 //! thread count stays bounded (a task per client, not a thread), clients over the cap are
 //! refused cleanly (closed at once, counted), and collection goes on at its usual pace.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failure should fail the test where it happens"
+)]
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read as _};

@@ -21,12 +21,12 @@ use tcp_info_tests::{Setup, archive, traffic};
 fn events_of(reader: &EventReader, uuid: &str) -> (usize, usize) {
     let mut counts = (0, 0);
     for line in reader.lines() {
-        if let Ok(Decoded::Event(e)) = FlowEvent::decode(line.text.as_bytes()) {
-            if e.uuid == uuid {
-                match e.kind {
-                    EventKind::Open => counts.0 += 1,
-                    EventKind::Close => counts.1 += 1,
-                }
+        if let Ok(Decoded::Event(e)) = FlowEvent::decode(line.text.as_bytes())
+            && e.uuid == uuid
+        {
+            match e.kind {
+                EventKind::Open => counts.0 += 1,
+                EventKind::Close => counts.1 += 1,
             }
         }
     }

@@ -75,7 +75,7 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
         close_grace: Duration::from_millis(500),
         safety_net: false,
     };
-    let mut observer = Pipeline::new(observer_config, SaverSink(saver), NoEvents, metrics);
+    let mut pipeline = Pipeline::new(observer_config, SaverSink(saver), NoEvents, metrics);
 
     let n = args.connections;
     let mut dump = Payloads::with_capacity(n, n * 400);
@@ -85,14 +85,14 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
     let (rss_before, fds_before) = (rss_kib(), open_fds(&root));
     let t0 = Instant::now();
     let now = Instant::now();
-    observer.sweep(&[(Family::Inet, Some(&dump), Timestamp::now())], now);
+    pipeline.sweep(&[(Family::Inet, Some(&dump), Timestamp::now())], now);
     let first = t0.elapsed();
     let (rss_tracked, fds_tracked) = (rss_kib(), open_fds(&root));
 
     let t1 = Instant::now();
     for k in 0..args.sweeps {
         let at = now + Duration::from_millis(10 * (k as u64 + 1));
-        observer.sweep(&[(Family::Inet, Some(&dump), Timestamp::now())], at);
+        pipeline.sweep(&[(Family::Inet, Some(&dump), Timestamp::now())], at);
     }
     let unchanged = t1.elapsed() / u32::try_from(args.sweeps.max(1)).unwrap_or(u32::MAX);
 
@@ -102,7 +102,7 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
         changed.push(&payload(i, if i % 100 == 0 { 2000 } else { 1000 }));
     }
     let t2 = Instant::now();
-    observer.sweep(
+    pipeline.sweep(
         &[(Family::Inet, Some(&changed), Timestamp::now())],
         now + Duration::from_secs(1),
     );
@@ -110,11 +110,11 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
 
     // At the rotation age nothing changed: rotated segments release their descriptors.
     let later = now + tcp_info::saver::DEFAULT_ROTATION_AGE + Duration::from_secs(1);
-    observer.sweep(&[(Family::Inet, Some(&changed), Timestamp::now())], later);
-    observer.tick(later);
+    pipeline.sweep(&[(Family::Inet, Some(&changed), Timestamp::now())], later);
+    pipeline.tick(later);
     let (rss_idle, fds_idle) = (rss_kib(), open_fds(&root));
-    let tracked = observer.tracked();
-    observer.shutdown();
+    let tracked = pipeline.tracked();
+    pipeline.shutdown();
     let files = count_files(&root);
 
     let per_conn = |rss: u64| (rss.saturating_sub(rss_before) * 1024) as f64 / n as f64;

@@ -202,11 +202,11 @@ impl Btf {
             structs: HashMap::new(),
         };
         for (id, ty) in btf.types.iter().enumerate() {
-            if let Type::Composite { name, .. } = ty {
-                if *name != 0 {
-                    let name = btf.string(*name).to_owned();
-                    btf.structs.entry(name).or_insert(id as u32);
-                }
+            if let Type::Composite { name, .. } = ty
+                && *name != 0
+            {
+                let name = btf.string(*name).to_owned();
+                btf.structs.entry(name).or_insert(id as u32);
             }
         }
         Ok(btf)

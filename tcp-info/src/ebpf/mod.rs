@@ -95,8 +95,8 @@ pub struct KernelCounters {
 
 /// The ring buffer through which the programs send their marks.
 ///
-/// The programs do not wake a reader for each mark: they wake it only once the ring holds more
-/// than a quarter of its size, so the reader drains on its own clock (the poll interval) and
+/// The programs do not wake a reader for each mark: they wake it only when the ring's fill
+/// passes a quarter of its size, so the reader drains on its own clock (the poll interval) and
 /// early only in a burst. It is pollable (`AsRawFd`): readable means "drain now".
 pub struct MarkRing(RingBuf<MapData>);
 

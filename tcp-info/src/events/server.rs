@@ -189,36 +189,39 @@ impl EventServer {
             return;
         };
         self.stop_accepting.cancel();
-        let clients = std::mem::take(&mut *lock(&self.shared.clients));
-        let grace = self.shared.config.shutdown_grace;
-        // Dropping a client's sender ends its queue: its task sends what is queued, then stops.
-        let (handles, tasks): (Vec<Killer>, Vec<JoinHandle<()>>) = clients
-            .into_iter()
-            .map(|(handle, task)| (handle.into_killer(), task))
-            .unzip();
+        let shared = &self.shared;
+        let grace = shared.config.shutdown_grace;
+        // `block_on` from a scoped helper thread, so that `stop` also works when the caller
+        // happens to run inside the runtime (a `Drop` in async code).
         let drained = std::thread::scope(|s| {
-            // `block_on` from a scoped helper thread, so that `stop` also works when the
-            // caller happens to run inside the runtime (a `Drop` in async code).
             s.spawn(|| {
                 self.runtime.block_on(async {
-                    let _ = accept.await;
-                    let mut tasks = tasks;
+                    // First the accept task, so that no client joins after the list is taken.
+                    if accept.await.is_err() {
+                        tracing::error!("the event socket accept task panicked");
+                    }
+                    let clients = std::mem::take(&mut *lock(&shared.clients));
+                    // Dropping a client's sender ends its queue: its task sends what is
+                    // queued, then stops.
+                    let (killers, mut tasks): (Vec<Killer>, Vec<JoinHandle<()>>) = clients
+                        .into_iter()
+                        .map(|(handle, task)| (handle.into_killer(), task))
+                        .unzip();
                     let all = async {
                         for task in &mut tasks {
                             let _ = task.await;
                         }
                     };
-                    if tokio::time::timeout(grace, all).await.is_err() {
-                        for handle in &handles {
-                            handle.cut();
-                        }
-                        for task in tasks {
-                            let _ = task.await;
-                        }
-                        false
-                    } else {
-                        true
+                    if tokio::time::timeout(grace, all).await.is_ok() {
+                        return true;
                     }
+                    for killer in &killers {
+                        killer.cut();
+                    }
+                    for task in tasks {
+                        let _ = task.await;
+                    }
+                    false
                 })
             })
             .join()
@@ -368,6 +371,9 @@ async fn accept_loop(
             shared.config.write_timeout,
         );
         let mut clients = lock(&shared.clients);
+        // Forget clients whose task has ended (hung up, lagged): on a quiet host no publish
+        // does it, and connection churn would grow the list.
+        clients.retain(|(_, task)| !task.is_finished());
         let join = runtime.spawn(task.run());
         tracing::debug!(client = handle.id(), "event socket client connected");
         clients.push((handle, join));

@@ -33,7 +33,7 @@ pub struct EventStats {
     pub events_dropped: u64,
 }
 
-/// The live counters, shared by the server, its threads and any [`EventStatsReader`].
+/// The live counters, shared by the server, its tasks and any [`EventStatsReader`].
 #[derive(Debug, Default)]
 pub(super) struct Counters {
     pub(super) clients_connected: AtomicU64,

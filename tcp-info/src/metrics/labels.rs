@@ -6,7 +6,7 @@
 use std::marker::PhantomData;
 
 use crate::events::EventKind;
-use crate::sources::Mode;
+use crate::mode::Mode;
 
 /// A closed set of values for one metric label.
 pub trait LabelValue: Copy + 'static {
@@ -288,7 +288,7 @@ mod tests {
         netlink_skipped_type,
     };
     use crate::events::EventKind;
-    use crate::sources::Mode;
+    use crate::mode::Mode;
 
     fn indexes_follow_all<E: LabelValue>() {
         for (i, value) in E::ALL.iter().enumerate() {

@@ -314,7 +314,7 @@ impl Metrics {
             events_dropped: counter(
                 &r,
                 "tcpinfo_eventsocket_events_dropped_total",
-                "Number of events not delivered to a client whose queue was full.",
+                "Number of events not delivered to a client (queue full, write timeout or error, shutdown).",
             )?,
             event_clients_disconnected: counter(
                 &r,
@@ -404,7 +404,7 @@ impl Metrics {
     }
 
     /// Records the collection mode in use: `tcpinfo_mode{mode="<mode>"} 1`, and no other series.
-    pub fn set_mode(&self, mode: crate::sources::Mode) {
+    pub fn set_mode(&self, mode: crate::mode::Mode) {
         self.mode.reset();
         match self.mode.get_metric_with_label_values(&[mode.as_str()]) {
             Ok(gauge) => gauge.set(1),

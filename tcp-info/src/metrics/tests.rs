@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{LargeNetlinkType, Metrics, git_commit_number};
-use crate::sources::Mode;
+use crate::mode::Mode;
 
 /// One sample line: (sample name, labels in order, value text).
 type ParsedSample = (String, Vec<(String, String)>, String);

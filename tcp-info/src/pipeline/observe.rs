@@ -227,12 +227,12 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
         self.metrics.cache_count.observe(tracked as f64);
         self.metrics.connections_tracked.set(tracked as i64);
         // In eBPF mode the eBPF source's rounds are the polling cycles; it observes them.
-        if !self.config.safety_net {
-            if let Some(previous) = self.last_cycle_end.replace(now) {
-                self.metrics
-                    .polling_interval
-                    .observe(now.duration_since(previous).as_secs_f64());
-            }
+        if !self.config.safety_net
+            && let Some(previous) = self.last_cycle_end.replace(now)
+        {
+            self.metrics
+                .polling_interval
+                .observe(now.duration_since(previous).as_secs_f64());
         }
     }
 

@@ -241,10 +241,10 @@ impl Saver {
         let mut segment = match self.segments.remove(&cookie) {
             Some(seg) if !seg.expired(now, self.config.rotation_age) => seg,
             previous => {
-                if let Some(prev) = previous {
-                    if let Err(e) = self.retire(cookie, prev, End::Rotation) {
-                        outcome.errors.push(e);
-                    }
+                if let Some(prev) = previous
+                    && let Err(e) = self.retire(cookie, prev, End::Rotation)
+                {
+                    outcome.errors.push(e);
                 }
                 let seg = self.open(cookie, conn, now, &mut outcome.errors)?;
                 outcome.opened = Some(seg.sequence());
@@ -258,13 +258,12 @@ impl Saver {
         self.stats.lines_written += 1;
         self.stats.snapshots_written += 1;
         self.stats.pending_bytes += self.line.len() as u64;
-        if segment.pending_len() >= self.config.max_pending
-            || segment.flush_due(now, self.config.flush_interval)
+        if (segment.pending_len() >= self.config.max_pending
+            || segment.flush_due(now, self.config.flush_interval))
+            && let Err(e) = flush(&mut self.compressor, &mut self.stats, &mut segment)
         {
-            if let Err(e) = flush(&mut self.compressor, &mut self.stats, &mut segment) {
-                self.abort(cookie, segment);
-                return Err(self.counted(e));
-            }
+            self.abort(cookie, segment);
+            return Err(self.counted(e));
         }
         self.segments.insert(cookie, segment);
         Ok(outcome)
@@ -503,12 +502,11 @@ impl Saver {
         let (lines, removed) = segment.abort();
         self.stats.lines_discarded += lines;
         self.stats.files_closed += 1;
-        if removed {
-            if let Some(conn) = self.conns.get_mut(&cookie) {
-                if conn.next_sequence == sequence.saturating_add(1) {
-                    conn.next_sequence = sequence;
-                }
-            }
+        if removed
+            && let Some(conn) = self.conns.get_mut(&cookie)
+            && conn.next_sequence == sequence.saturating_add(1)
+        {
+            conn.next_sequence = sequence;
         }
     }
 
@@ -540,10 +538,10 @@ impl Saver {
             .collect();
         by_age.select_nth_unstable(batch - 1);
         for &(_, cookie) in &by_age[..batch] {
-            if let Some(segment) = self.segments.remove(&cookie) {
-                if let Err(e) = self.retire(cookie, segment, End::Eviction) {
-                    errors.push(e);
-                }
+            if let Some(segment) = self.segments.remove(&cookie)
+                && let Err(e) = self.retire(cookie, segment, End::Eviction)
+            {
+                errors.push(e);
             }
         }
     }

@@ -13,15 +13,13 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::payloads::Payloads;
 use super::socket::{self, Drained, RECV_BUF_LEN, RcvBuf};
-use super::{NetlinkError, netns};
+use super::{SockDiagError, netns};
 use crate::wire::netlink::{Messages, SOCK_DIAG_BY_FAMILY};
 
 /// `SKNLGRP_INET_TCP_DESTROY` (`include/uapi/linux/sock_diag.h`, `enum sknetlink_groups`).
 pub const SKNLGRP_INET_TCP_DESTROY: u32 = 1;
 /// `SKNLGRP_INET6_TCP_DESTROY`.
 pub const SKNLGRP_INET6_TCP_DESTROY: u32 = 3;
-/// A receive buffer that absorbs a few thousand closes between two reads once doubled.
-pub const DEFAULT_DESTROY_RCVBUF: usize = 4 << 20;
 /// Datagrams read per [`DestroyListener::recv`] call at most, so that a stream of closes cannot
 /// keep one call (and the caller's stop check) waiting indefinitely.
 const MAX_DATAGRAMS_PER_RECV: usize = 1_024;
@@ -53,14 +51,14 @@ pub struct DestroyListener {
 impl DestroyListener {
     /// Opens a listener in the calling thread's namespace with a receive buffer of `rcvbuf`
     /// bytes (see [`RcvBuf`]).
-    pub fn open(rcvbuf: usize) -> Result<Self, NetlinkError> {
+    pub fn open(rcvbuf: usize) -> Result<Self, SockDiagError> {
         let (sock, _pid, rcvbuf) = socket::open(rcvbuf)?;
         for (group, name) in [
             (SKNLGRP_INET_TCP_DESTROY, "SKNLGRP_INET_TCP_DESTROY"),
             (SKNLGRP_INET6_TCP_DESTROY, "SKNLGRP_INET6_TCP_DESTROY"),
         ] {
             sock.add_membership(group)
-                .map_err(|source| NetlinkError::Join {
+                .map_err(|source| SockDiagError::Join {
                     group,
                     name,
                     source,
@@ -80,7 +78,7 @@ impl DestroyListener {
     }
 
     /// Opens a listener inside the network namespace at `netns` (SPEC §13.5).
-    pub fn open_in_netns(netns: &Path, rcvbuf: usize) -> Result<Self, NetlinkError> {
+    pub fn open_in_netns(netns: &Path, rcvbuf: usize) -> Result<Self, SockDiagError> {
         netns::in_netns(netns, || Self::open(rcvbuf))?
     }
 
@@ -98,7 +96,7 @@ impl DestroyListener {
         &mut self,
         timeout: Duration,
         out: &mut Payloads,
-    ) -> Result<RecvOutcome, NetlinkError> {
+    ) -> Result<RecvOutcome, SockDiagError> {
         if !self.wait_readable(timeout)? {
             return Ok(RecvOutcome::TimedOut);
         }
@@ -134,7 +132,7 @@ impl DestroyListener {
     }
 
     /// Polls the socket; returns whether it is readable (or has a pending error) in time.
-    fn wait_readable(&self, timeout: Duration) -> Result<bool, NetlinkError> {
+    fn wait_readable(&self, timeout: Duration) -> Result<bool, SockDiagError> {
         // Round up so that a sub-millisecond timeout still sleeps instead of spinning.
         let millis = timeout.as_nanos().div_ceil(1_000_000);
         let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
@@ -145,7 +143,7 @@ impl DestroyListener {
         match poll(&mut fds, timeout) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(false),
             Ok(_) => Ok(true),
-            Err(e) => Err(NetlinkError::Poll(e.into())),
+            Err(e) => Err(SockDiagError::Poll(e.into())),
         }
     }
 }

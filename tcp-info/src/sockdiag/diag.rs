@@ -5,7 +5,7 @@ use std::path::Path;
 use netlink_sys::Socket;
 
 use super::socket::{self, RECV_BUF_LEN, RcvBuf};
-use super::{NetlinkError, netns};
+use super::{SockDiagError, netns};
 
 /// Receive-buffer bytes one exact-query reply costs with the full extension set (SPEC §13.4:
 /// ≈1.3 KB measured on 6.18), plus a margin so a batch sized from it does not overrun.
@@ -43,9 +43,9 @@ pub struct DiagSocket {
 impl DiagSocket {
     /// Opens a socket in the calling thread's network namespace, asking for a receive buffer of
     /// `rcvbuf` bytes (see [`RcvBuf`] for what the kernel makes of it).
-    pub fn open(rcvbuf: usize) -> Result<Self, NetlinkError> {
+    pub fn open(rcvbuf: usize) -> Result<Self, SockDiagError> {
         let (sock, pid, rcvbuf) = socket::open(rcvbuf)?;
-        let sndbuf = socket::sndbuf(&sock).map_err(NetlinkError::SndBuf)?;
+        let sndbuf = socket::sndbuf(&sock).map_err(SockDiagError::SndBuf)?;
         tracing::debug!(
             pid,
             requested = rcvbuf.requested,
@@ -68,7 +68,7 @@ impl DiagSocket {
 
     /// Opens a socket inside the network namespace at `netns` (`/run/netns/NAME` or
     /// `/proc/PID/ns/net`); it will see only that namespace's sockets (SPEC §13.5).
-    pub fn open_in_netns(netns: &Path, rcvbuf: usize) -> Result<Self, NetlinkError> {
+    pub fn open_in_netns(netns: &Path, rcvbuf: usize) -> Result<Self, SockDiagError> {
         netns::in_netns(netns, || Self::open(rcvbuf))?
     }
 

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 
-use super::NetlinkError;
+use super::SockDiagError;
 use super::diag::DiagSocket;
 use super::request::{self, Family, STATE_MASK, SockId};
 use super::socket::{self, Drained};
@@ -140,7 +140,7 @@ impl DiagSocket {
         &mut self,
         targets: &[ExactTarget],
         out: &mut Vec<ExactReply>,
-    ) -> Result<ExactStats, NetlinkError> {
+    ) -> Result<ExactStats, SockDiagError> {
         self.settle();
         let start = out.len();
         let result = self.query_inner(targets, out);
@@ -156,7 +156,7 @@ impl DiagSocket {
         &mut self,
         targets: &[ExactTarget],
         out: &mut Vec<ExactReply>,
-    ) -> Result<ExactStats, NetlinkError> {
+    ) -> Result<ExactStats, SockDiagError> {
         let mut stats = ExactStats::default();
         let mut pending = Vec::with_capacity(targets.len());
         for (index, t) in targets.iter().enumerate() {
@@ -186,7 +186,7 @@ impl DiagSocket {
                 if got == 0 {
                     idle_rounds += 1;
                     if idle_rounds >= MAX_IDLE_ROUNDS {
-                        return Err(NetlinkError::NoProgress {
+                        return Err(SockDiagError::NoProgress {
                             rounds: idle_rounds,
                             unanswered: pending.len() - next + lost.len(),
                             total: targets.len(),
@@ -215,7 +215,7 @@ impl DiagSocket {
         answered: &mut Vec<bool>,
         out: &mut Vec<ExactReply>,
         stats: &mut ExactStats,
-    ) -> Result<(usize, bool), NetlinkError> {
+    ) -> Result<(usize, bool), SockDiagError> {
         let base = request::reserve_seqs(chunk.len() as u32);
         self.req.clear();
         for (offset, (index, id)) in chunk.iter().enumerate() {
@@ -229,9 +229,9 @@ impl DiagSocket {
             );
         }
         self.dirty = true;
-        let sent = self.sock.send(&self.req, 0).map_err(NetlinkError::Send)?;
+        let sent = self.sock.send(&self.req, 0).map_err(SockDiagError::Send)?;
         if sent != self.req.len() {
-            return Err(NetlinkError::ShortSend {
+            return Err(SockDiagError::ShortSend {
                 sent,
                 len: self.req.len(),
             });

@@ -21,8 +21,7 @@ use std::io;
 use thiserror::Error;
 
 pub use destroy::{
-    DEFAULT_DESTROY_RCVBUF, DestroyListener, RecvOutcome, SKNLGRP_INET_TCP_DESTROY,
-    SKNLGRP_INET6_TCP_DESTROY,
+    DestroyListener, RecvOutcome, SKNLGRP_INET_TCP_DESTROY, SKNLGRP_INET6_TCP_DESTROY,
 };
 pub use diag::{DEFAULT_RCVBUF, DiagSocket, MAX_BATCH};
 pub use dump::{DumpError, DumpStats};
@@ -37,7 +36,7 @@ use crate::wire::netlink::FrameError;
 /// Errors of socket set-up, exact queries and the destroy listener. (Dumps have their own
 /// [`DumpError`], whose variants map to metric labels.)
 #[derive(Debug, Error)]
-pub enum NetlinkError {
+pub enum SockDiagError {
     /// `socket(AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG)` failed.
     #[error("cannot open a NETLINK_SOCK_DIAG socket: {0}")]
     Open(#[source] io::Error),

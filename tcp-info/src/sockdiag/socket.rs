@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
 use nix::sys::socket::{setsockopt, sockopt};
 
-use super::NetlinkError;
+use super::SockDiagError;
 
 /// Size of the user-space receive buffer: a dump datagram is at most 32 KiB (the kernel caps its
 /// dump allocation there), and upstream reads with 64 KiB (SPEC §3.1).
@@ -28,16 +28,16 @@ pub struct RcvBuf {
 /// Opens a `NETLINK_SOCK_DIAG` socket in the calling thread's network namespace, binds it to a
 /// kernel-assigned port id and sizes its receive buffer. Returns the socket, its port id and the
 /// buffer size obtained.
-pub(crate) fn open(rcvbuf: usize) -> Result<(Socket, u32, RcvBuf), NetlinkError> {
-    let mut sock = Socket::new(NETLINK_SOCK_DIAG).map_err(NetlinkError::Open)?;
-    let addr = sock.bind_auto().map_err(NetlinkError::Bind)?;
+pub(crate) fn open(rcvbuf: usize) -> Result<(Socket, u32, RcvBuf), SockDiagError> {
+    let mut sock = Socket::new(NETLINK_SOCK_DIAG).map_err(SockDiagError::Open)?;
+    let addr = sock.bind_auto().map_err(SockDiagError::Bind)?;
     let rcv = size_rcvbuf(&sock, rcvbuf)?;
     Ok((sock, addr.port_number(), rcv))
 }
 
 /// Sets the receive buffer: `SO_RCVBUFFORCE` first (bypasses `net.core.rmem_max`, needs
 /// `CAP_NET_ADMIN`), then `SO_RCVBUF` when that is refused.
-fn size_rcvbuf(sock: &Socket, requested: usize) -> Result<RcvBuf, NetlinkError> {
+fn size_rcvbuf(sock: &Socket, requested: usize) -> Result<RcvBuf, SockDiagError> {
     let forced = match setsockopt(sock, sockopt::RcvBufForce, &requested) {
         Ok(()) => true,
         Err(force_err) => {
@@ -46,7 +46,7 @@ fn size_rcvbuf(sock: &Socket, requested: usize) -> Result<RcvBuf, NetlinkError> 
                 error = %force_err,
                 "SO_RCVBUFFORCE refused; falling back to SO_RCVBUF (capped at net.core.rmem_max)"
             );
-            setsockopt(sock, sockopt::RcvBuf, &requested).map_err(|e| NetlinkError::RcvBuf {
+            setsockopt(sock, sockopt::RcvBuf, &requested).map_err(|e| SockDiagError::RcvBuf {
                 requested,
                 source: e.into(),
             })?;
@@ -55,7 +55,7 @@ fn size_rcvbuf(sock: &Socket, requested: usize) -> Result<RcvBuf, NetlinkError> 
     };
     let effective = sock
         .get_rx_buf_sz()
-        .map_err(|source| NetlinkError::RcvBuf { requested, source })?;
+        .map_err(|source| SockDiagError::RcvBuf { requested, source })?;
     Ok(RcvBuf {
         requested,
         effective,
@@ -107,16 +107,16 @@ pub(crate) enum Drained {
 
 /// One non-blocking receive into `buf`, with the errors the draining loops all handle alike
 /// classified. A datagram larger than `buf` is an error: its tail is lost.
-pub(crate) fn recv_nonblocking(sock: &Socket, buf: &mut [u8]) -> Result<Drained, NetlinkError> {
+pub(crate) fn recv_nonblocking(sock: &Socket, buf: &mut [u8]) -> Result<Drained, SockDiagError> {
     match recv_from(sock, buf, libc::MSG_DONTWAIT) {
-        Ok((len, _)) if len > buf.len() => Err(NetlinkError::Truncated {
+        Ok((len, _)) if len > buf.len() => Err(SockDiagError::Truncated {
             len,
             capacity: buf.len(),
         }),
         Ok((len, sender)) => Ok(Drained::Datagram { len, sender }),
         Err(e) if is_would_block(&e) => Ok(Drained::Empty),
         Err(e) if is_enobufs(&e) => Ok(Drained::Overrun),
-        Err(e) => Err(NetlinkError::Recv(e)),
+        Err(e) => Err(SockDiagError::Recv(e)),
     }
 }
 

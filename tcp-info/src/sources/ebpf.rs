@@ -16,12 +16,13 @@
 //!   what marks cannot: connections that stay in SYN_SENT, and changes a lost mark (ring buffer
 //!   full, counted) did not report. The pipeline counts what they find.
 //! - New connections are found by their state-change marks, closed ones by the close source.
-//! - **Reading the ring buffer** is [`read_marks`], a task on the daemon's tokio runtime: it
-//!   waits on the ring's descriptor (`AsyncFd`), which the programs make readable only once the
-//!   ring is a quarter full, or for the poll interval, whichever comes first, and hands the
-//!   marks over in batches. A burst is thus moved out of the 4 MiB ring long before it fills,
-//!   while a quiet host costs no wake-up per mark. The rounds, which make blocking netlink
-//!   queries, stay on this source's own thread.
+//! - **Reading the ring buffer** is a task on the daemon's tokio runtime ([`start`]): it waits
+//!   on the ring's descriptor (`AsyncFd`), which the programs make readable when the ring
+//!   fills past a quarter, or for the poll interval, whichever comes first, and hands the marks
+//!   over in a batch. A burst is thus moved out of the 4 MiB ring long before it fills, while a
+//!   quiet host costs no wake-up per mark. The reader is the rounds' clock: a round runs when a
+//!   batch arrives (every interval, or early in a burst). The rounds, which make blocking
+//!   netlink queries, stay on this source's own thread ([`run`]).
 
 use super::sweep::{DumpSizes, sweep_once};
 use super::{Input, Ticker};
@@ -34,7 +35,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 use tcp_info_common::Mark;
 use tokio::io::Interest;
@@ -42,7 +43,7 @@ use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
 
 /// Batches of marks that may wait for the rounds (each is at least an interval's worth).
-pub const MARK_BATCHES: usize = 64;
+const MARK_BATCHES: usize = 64;
 /// Marks the reader holds while the rounds do not take its batches, before it stops draining
 /// (and the ring, then the kernel's drop counter, absorb the rest): about 17 MB.
 const MAX_HELD_MARKS: usize = 1 << 18;
@@ -66,14 +67,32 @@ pub struct EbpfConfig {
     pub netns: u32,
 }
 
-/// What the source reads from the kernel programs: their counters, and the marks that
-/// [`read_marks`] took off their ring buffer.
+/// What the source reads from the kernel programs: their counters, and batches of the marks
+/// that the ring reader took off their ring buffer. Made by [`start`].
 #[derive(Debug)]
 pub struct Kernel {
-    /// The attached programs (their ring buffer taken by [`read_marks`]).
-    pub programs: Programs,
-    /// Batches of marks from [`read_marks`].
-    pub marks: Receiver<Vec<Mark>>,
+    programs: Programs,
+    marks: Receiver<Vec<Mark>>,
+}
+
+/// Starts the reader of the programs' ring buffer on `runtime`, draining it every `interval`
+/// (and early when it fills) until `stop` is cancelled; returns what [`run`] needs.
+pub fn start(
+    mut programs: Programs,
+    interval: Duration,
+    runtime: &tokio::runtime::Handle,
+    stop: CancellationToken,
+) -> std::io::Result<Kernel> {
+    let ring = programs.take_marks().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "the eBPF ring buffer already has a reader",
+        )
+    })?;
+    let ring = pollable(ring, runtime)?;
+    let (batches, marks) = std::sync::mpsc::sync_channel(MARK_BATCHES);
+    runtime.spawn(read_marks(ring, interval, batches, stop));
+    Ok(Kernel { programs, marks })
 }
 
 /// A socket to query.
@@ -115,12 +134,15 @@ pub fn run(
     let mut sizes = DumpSizes::default();
     let start = Instant::now();
     let (mut next_safety, mut next_counters) = (start, start);
+    // Counts rounds for `-reps`; the waiting is on the ring reader's batches.
     let mut ticker = Ticker::new(config.interval, config.reps);
     let mut last_round_end: Option<Instant> = None;
     let interval_ns = u64::try_from(config.interval.as_nanos()).unwrap_or(u64::MAX);
+    let mut batch: Vec<Mark> = Vec::new();
     while !stop.is_cancelled() {
         let behind = queued.load(Ordering::Acquire) >= config.max_queued;
         let round = state.round(
+            &mut batch,
             &kernel.marks,
             &mut socket,
             config.netns,
@@ -163,7 +185,18 @@ pub fn run(
         if ticker.cycle_done(tx) {
             return;
         }
-        ticker.wait();
+        // The ring reader is the clock: it hands over a batch every interval, early in a burst.
+        // Should it be late, a round runs anyway (follow-ups and safety sweeps are due too).
+        match kernel.marks.recv_timeout(config.interval.saturating_mul(2)) {
+            Ok(next) => batch = next,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                if !stop.is_cancelled() {
+                    tracing::error!("the eBPF ring buffer reader stopped; the eBPF source stops");
+                }
+                return;
+            }
+        }
     }
 }
 
@@ -173,7 +206,7 @@ pub fn run(
 /// Runs on the tokio runtime. If the rounds fall so far behind that their channel is full,
 /// the marks wait here, up to [`MAX_HELD_MARKS`]; beyond that the reader stops draining until
 /// the rounds catch up.
-pub async fn read_marks(
+async fn read_marks(
     mut ring: AsyncFd<MarkRing>,
     interval: Duration,
     batches: SyncSender<Vec<Mark>>,
@@ -184,18 +217,23 @@ pub async fn read_marks(
     let mut held: Vec<Mark> = Vec::new();
     loop {
         let room = held.len() < MAX_HELD_MARKS;
-        tokio::select! {
+        let ticked = tokio::select! {
             biased;
             () = stop.cancelled() => return,
-            _ = clock.tick() => {}
+            _ = clock.tick() => true,
             ready = ring.readable_mut(), if room => match ready {
-                Ok(mut guard) => guard.clear_ready(),
+                Ok(mut guard) => {
+                    guard.clear_ready();
+                    false
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "polling the eBPF ring buffer failed");
+                    // Only when the runtime is shutting down.
+                    tracing::warn!(error = %e, "polling the eBPF ring buffer failed; the reader stops");
+                    return;
                 }
             },
-        }
-        if held.len() < MAX_HELD_MARKS {
+        };
+        if room {
             let (_, malformed) = ring.get_mut().drain(&mut held);
             if malformed > 0 {
                 tracing::warn!(
@@ -204,7 +242,8 @@ pub async fn read_marks(
                 );
             }
         }
-        if held.is_empty() {
+        // A tick hands over even an empty batch: it is the rounds' clock.
+        if held.is_empty() && !ticked {
             continue;
         }
         match batches.try_send(std::mem::take(&mut held)) {
@@ -216,7 +255,7 @@ pub async fn read_marks(
 }
 
 /// Registers the ring buffer with `runtime`'s reactor, for [`read_marks`].
-pub fn pollable(
+fn pollable(
     ring: MarkRing,
     runtime: &tokio::runtime::Handle,
 ) -> std::io::Result<AsyncFd<MarkRing>> {
@@ -232,6 +271,7 @@ impl Refresher {
     /// follow-ups, query every pending socket and check the replies.
     fn round(
         &mut self,
+        batch: &mut Vec<Mark>,
         marks: &Receiver<Vec<Mark>>,
         socket: &mut DiagSocket,
         netns: u32,
@@ -240,8 +280,9 @@ impl Refresher {
     ) -> Round {
         let mut round = Round::default();
         self.marks.clear();
-        for batch in marks.try_iter() {
-            self.marks.extend_from_slice(&batch);
+        self.marks.append(batch);
+        for more in marks.try_iter() {
+            self.marks.extend_from_slice(&more);
         }
         round.marks = self.marks.len();
         for mark in &self.marks {

@@ -1,16 +1,8 @@
-//! The sources that feed the pipeline (DESIGN §1). Each runs on its own thread and sends
+//! The sources that feed the pipeline (DESIGN §1). Each runs on its own thread (the eBPF source
+//! also has a reader task for its ring buffer on the daemon's runtime) and sends
 //! [`Input`]s over one channel; the pipeline thread consumes them in order. Sweep mode runs the
 //! sweep source; eBPF mode runs the eBPF source, which also makes the safety-net sweeps; the
 //! close source runs in both.
-
-/// How the collector finds what changed: the sources that run besides the close source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Mode {
-    /// Full dumps every poll interval, as upstream.
-    Sweep,
-    /// eBPF marks with exact queries, plus rare safety-net sweeps.
-    Ebpf,
-}
 
 pub mod close;
 pub mod ebpf;

@@ -28,11 +28,11 @@ use tcp_info::ebpf::{self, EbpfError, Programs};
 use tcp_info::events::{EventServer, EventServerConfig, FlowEvent, FlowId};
 use tcp_info::exclude::Exclusions;
 use tcp_info::metrics::{self, LabelValue as _, Metrics};
+use tcp_info::mode::Mode as Collection;
 use tcp_info::pipeline::{ArchiveSink, EventSink, Pipeline, PipelineConfig};
 use tcp_info::record::Timestamp;
 use tcp_info::saver::{ErrorClass, Saver, SaverConfig, SaverStats, repair_tree};
-use tcp_info::sockdiag::{DestroyListener, DiagSocket};
-use tcp_info::sources::Mode as Collection;
+use tcp_info::sockdiag::{self, DestroyListener, DiagSocket};
 use tcp_info::sources::{self, Input, ebpf::EbpfConfig, sweep::SweepConfig};
 use tcp_info::wire::inet_diag::InetDiagMsg;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -56,8 +56,6 @@ const MAX_OPEN_ARCHIVES: usize = 1 << 18;
 /// still ends with its exact final record; beyond it, its Close is sent and a late notification
 /// is counted (`tcpinfo_late_destroys_total`), never reopening the connection.
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
-/// Receive buffer of the socket for exact queries that confirm closes (batches are sized to it).
-const LOOKUP_RCVBUF: usize = 1 << 20;
 /// Sweeps that may wait for the pipeline before the sweep source blocks (upstream: 2).
 const SWEEP_QUEUE: usize = 2;
 /// Inputs of the eBPF source (a refresh per poll interval, and the rare sweep) that may wait
@@ -157,7 +155,7 @@ pub fn run(config: &Config) -> Result<()> {
 
     // Exact queries get their own socket: a socket busy with a dump answers them with EBUSY
     // (SPEC §13.3).
-    let lookup = DiagSocket::open(LOOKUP_RCVBUF)
+    let lookup = DiagSocket::open(sockdiag::DEFAULT_RCVBUF)
         .context("opening the sock_diag socket for exact queries")?;
     let local = anonymize::local_addresses().context("listing local addresses")?;
     repair_archives(&config.uuid_prefix);
@@ -201,7 +199,7 @@ pub fn run(config: &Config) -> Result<()> {
     {
         let (tx, token, metrics) = (tx.clone(), stop.token.clone(), Arc::clone(&metrics));
         let queued = Arc::clone(&queued);
-        let thread = if let Some((mut programs, netns)) = programs {
+        let thread = if let Some((programs, netns)) = programs {
             let ebpf_config = EbpfConfig {
                 interval: config.poll_interval,
                 safety_interval: config.safety_sweep_interval,
@@ -209,23 +207,11 @@ pub fn run(config: &Config) -> Result<()> {
                 max_queued: EBPF_QUEUE,
                 netns,
             };
-            let ring = programs
-                .take_marks()
-                .context("the eBPF ring buffer has no reader")?;
-            let ring = sources::ebpf::pollable(ring, edges)
-                .context("registering the eBPF ring buffer with the runtime")?;
-            let (marks_tx, marks_rx) = mpsc::sync_channel(sources::ebpf::MARK_BATCHES);
-            runtime.spawn(sources::ebpf::read_marks(
-                ring,
-                config.poll_interval,
-                marks_tx,
-                token.clone(),
-            ));
+            let kernel = sources::ebpf::start(programs, config.poll_interval, edges, token.clone())
+                .context("starting the eBPF ring buffer reader")?;
+            let on_exit = StopOnExit(stop.clone(), "the eBPF source ended");
             thread::Builder::new().name("ebpf".into()).spawn(move || {
-                let kernel = sources::ebpf::Kernel {
-                    programs,
-                    marks: marks_rx,
-                };
+                let _on_exit = on_exit;
                 sources::ebpf::run(&kernel, diag, ebpf_config, &tx, &queued, &token, &metrics);
             })
         } else {
@@ -234,7 +220,9 @@ pub fn run(config: &Config) -> Result<()> {
                 reps: config.reps,
                 max_queued: SWEEP_QUEUE,
             };
+            let on_exit = StopOnExit(stop.clone(), "the sweep source ended");
             thread::Builder::new().name("sweep".into()).spawn(move || {
+                let _on_exit = on_exit;
                 sources::sweep::run(diag, sweep_config, &tx, &queued, &token, &metrics);
             })
         };
@@ -242,10 +230,14 @@ pub fn run(config: &Config) -> Result<()> {
     }
     if let Some(listener) = destroy {
         let (tx, token, metrics) = (tx.clone(), stop.token.clone(), Arc::clone(&metrics));
+        let on_exit = StopOnExit(stop.clone(), "the close source ended");
         sources.push(
             thread::Builder::new()
                 .name("close".into())
-                .spawn(move || sources::close::run(listener, &tx, &token, &metrics))
+                .spawn(move || {
+                    let _on_exit = on_exit;
+                    sources::close::run(listener, &tx, &token, &metrics);
+                })
                 .context("starting the close thread")?,
         );
     }
@@ -253,7 +245,7 @@ pub fn run(config: &Config) -> Result<()> {
 
     let pipeline = {
         // Stops the daemon when the pipeline ends by itself (`-reps`), or panics.
-        let on_exit = StopOnExit(stop.clone());
+        let on_exit = StopOnExit(stop.clone(), "the pipeline ended");
         thread::Builder::new()
             .name("pipeline".into())
             .spawn(move || run_pipeline(pipeline, &rx, &queued, &on_exit.0))
@@ -283,15 +275,27 @@ pub fn run(config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Waits for SIGTERM or SIGINT, then asks the daemon to stop.
+/// Waits for SIGTERM or SIGINT, then asks the daemon to stop. A second signal during the
+/// shutdown exits at once (status 1): an operator's way out of a shutdown that hangs.
 async fn stop_on_signal(mut signals: (Signal, Signal), stop: Stop) {
-    let name = tokio::select! {
-        _ = signals.0.recv() => "SIGTERM",
-        _ = signals.1.recv() => "SIGINT",
-        () = stop.token.cancelled() => return,
-    };
-    tracing::info!(signal = name, "shutting down");
-    stop.request("signal");
+    let mut first = true;
+    loop {
+        let name = tokio::select! {
+            _ = signals.0.recv() => "SIGTERM",
+            _ = signals.1.recv() => "SIGINT",
+        };
+        if first {
+            first = false;
+            tracing::info!(
+                signal = name,
+                "shutting down (a second signal exits at once)"
+            );
+            stop.request("signal");
+        } else {
+            tracing::warn!(signal = name, "second signal during shutdown: exiting now");
+            std::process::exit(1);
+        }
+    }
 }
 
 /// The network namespace the daemon watches: its own.
@@ -344,14 +348,19 @@ fn release_freed_memory() {
     }
 }
 
-/// Stops the daemon when the pipeline thread ends, however it ends: dropped when the thread
-/// returns or unwinds, so that a panicking pipeline does not leave the daemon running without
-/// collecting.
-struct StopOnExit(Stop);
+/// Stops the daemon when a source or pipeline thread ends, however it ends: dropped when the
+/// thread returns or unwinds, so that a thread that panics does not leave the daemon running
+/// half-blind. (After a stop, the threads end because of it; the first reason is kept.)
+struct StopOnExit(Stop, &'static str);
 
 impl Drop for StopOnExit {
     fn drop(&mut self) {
-        self.0.request("pipeline finished");
+        if !self.0.token.is_cancelled() {
+            if thread::panicking() {
+                tracing::error!(reason = self.1, "a thread panicked; stopping");
+            }
+            self.0.request(self.1);
+        }
     }
 }
 

@@ -66,15 +66,16 @@ pub(super) fn anonymize_name(method: Method) -> &'static str {
     }
 }
 
-/// `--mode`: where connection updates come from (DESIGN §2).
+/// The value of `--mode`, the mode asked for (DESIGN §2); the daemon decides at start-up which
+/// [`tcp_info::mode::Mode`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
-    /// eBPF when it can be loaded, else sweep. In this build, always sweep.
+    /// eBPF when the programs load (and the close source is available), else sweep.
+    #[default]
     Auto,
-    /// eBPF-driven updates. Not available in this build; rejected at parse time.
+    /// eBPF mode, or a start-up error saying why it cannot run.
     Ebpf,
     /// Full socket dumps every poll interval, as upstream.
-    #[default]
     Sweep,
 }
 
