@@ -14,7 +14,7 @@ use tcp_info::pipeline::sinks::NoEvents;
 use tcp_info::pipeline::{ArchiveSink, Pipeline, PipelineConfig};
 use tcp_info::record::{ArchivalRecord, Timestamp};
 use tcp_info::saver::{Saver, SaverConfig};
-use tcp_info::sockdiag::{Family, Payloads};
+use tcp_info::sockdiag::{Family, FamilyDump, Payloads};
 use tcp_info::uuid::Prefix;
 
 /// Arguments of `cargo xtask bench-scale`.
@@ -82,17 +82,23 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
     for i in 0..n {
         dump.push(&payload(i, 1000));
     }
+    let mut dump = [FamilyDump {
+        family: Family::Inet,
+        payloads: Some(dump),
+        timestamp: Timestamp::now(),
+    }];
     let (rss_before, fds_before) = (rss_kib(), open_fds(&root));
     let t0 = Instant::now();
     let now = Instant::now();
-    pipeline.sweep(&[(Family::Inet, Some(&dump), Timestamp::now())], now);
+    pipeline.sweep(&dump, now);
     let first = t0.elapsed();
     let (rss_tracked, fds_tracked) = (rss_kib(), open_fds(&root));
 
     let t1 = Instant::now();
     for k in 0..args.sweeps {
         let at = now + Duration::from_millis(10 * (k as u64 + 1));
-        pipeline.sweep(&[(Family::Inet, Some(&dump), Timestamp::now())], at);
+        dump[0].timestamp = Timestamp::now();
+        pipeline.sweep(&dump, at);
     }
     let unchanged = t1.elapsed() / u32::try_from(args.sweeps.max(1)).unwrap_or(u32::MAX);
 
@@ -101,16 +107,19 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
     for i in 0..n {
         changed.push(&payload(i, if i % 100 == 0 { 2000 } else { 1000 }));
     }
+    let mut changed = [FamilyDump {
+        family: Family::Inet,
+        payloads: Some(changed),
+        timestamp: Timestamp::now(),
+    }];
     let t2 = Instant::now();
-    pipeline.sweep(
-        &[(Family::Inet, Some(&changed), Timestamp::now())],
-        now + Duration::from_secs(1),
-    );
+    pipeline.sweep(&changed, now + Duration::from_secs(1));
     let one_percent = t2.elapsed();
 
     // At the rotation age nothing changed: rotated segments release their descriptors.
     let later = now + tcp_info::saver::DEFAULT_ROTATION_AGE + Duration::from_secs(1);
-    pipeline.sweep(&[(Family::Inet, Some(&changed), Timestamp::now())], later);
+    changed[0].timestamp = Timestamp::now();
+    pipeline.sweep(&changed, later);
     pipeline.tick(later);
     let (rss_idle, fds_idle) = (rss_kib(), open_fds(&root));
     let tracked = pipeline.tracked();

@@ -132,17 +132,17 @@ label_enum! {
 
 /// `type` label of `tcpinfo_saver_errors_total` (SPEC §12 D17): the saver's own error classes,
 /// so that the classes counted and the label values exported are one list.
-pub use crate::saver::ErrorClass as SaverError;
+pub use crate::saver::ErrorClass;
 
-impl LabelValue for SaverError {
-    const ALL: &'static [Self] = &SaverError::ALL;
+impl LabelValue for ErrorClass {
+    const ALL: &'static [Self] = &ErrorClass::ALL;
 
     fn as_str(self) -> &'static str {
-        SaverError::as_str(self)
+        ErrorClass::as_str(self)
     }
 
     fn index(self) -> usize {
-        SaverError::index(self)
+        ErrorClass::index(self)
     }
 }
 
@@ -283,8 +283,8 @@ impl<E: LabelValue, M> ByLabel<E, M> {
 #[cfg(test)]
 mod tests {
     use super::{
-        AddressFamily, DumpFailure, ErrorType, ExactQueryOutcome, ExclusionReason, KernelDrop,
-        LabelValue, LargeNetlinkType, SaverError, Source, SweepKind, Unmarked,
+        AddressFamily, DumpFailure, ErrorClass, ErrorType, ExactQueryOutcome, ExclusionReason,
+        KernelDrop, LabelValue, LargeNetlinkType, Source, SweepKind, Unmarked,
         netlink_skipped_type,
     };
     use crate::events::EventKind;
@@ -303,7 +303,7 @@ mod tests {
         indexes_follow_all::<EventKind>();
         indexes_follow_all::<Mode>();
         indexes_follow_all::<LargeNetlinkType>();
-        indexes_follow_all::<SaverError>();
+        indexes_follow_all::<ErrorClass>();
         indexes_follow_all::<Source>();
         indexes_follow_all::<DumpFailure>();
         indexes_follow_all::<ExactQueryOutcome>();

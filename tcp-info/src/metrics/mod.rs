@@ -28,8 +28,8 @@ use thiserror::Error;
 
 pub use address::ListenAddress;
 pub use labels::{
-    AddressFamily, ByLabel, DumpFailure, ErrorType, ExactQueryOutcome, ExclusionReason, KernelDrop,
-    LabelValue, LargeNetlinkType, SaverError, Source, SweepKind, Unmarked,
+    AddressFamily, ByLabel, DumpFailure, ErrorClass, ErrorType, ExactQueryOutcome, ExclusionReason,
+    KernelDrop, LabelValue, LargeNetlinkType, Source, SweepKind, Unmarked,
 };
 pub use server::{MetricsServer, serve};
 
@@ -123,7 +123,7 @@ pub struct Metrics {
     /// `tcpinfo_saver_open_files`: archive files open now.
     pub open_files: IntGauge,
     /// `tcpinfo_saver_errors_total{type}`: archive I/O and encoding failures (SPEC §12 D17).
-    pub saver_errors: ByLabel<SaverError, IntCounter>,
+    pub saver_errors: ByLabel<ErrorClass, IntCounter>,
     /// `tcpinfo_records_total{source}`: raw records read from each source, before exclusion.
     pub records: ByLabel<Source, IntCounter>,
     /// `tcpinfo_excluded_records_total{reason}`: records dropped by an exclusion rule.

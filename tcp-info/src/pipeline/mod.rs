@@ -8,7 +8,7 @@
 mod observe;
 pub mod sinks;
 
-pub use observe::{FamilySweep, Pipeline, PipelineConfig};
+pub use observe::{Pipeline, PipelineConfig};
 pub use sinks::{ArchiveSink, EventSink, Lookup};
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use crate::exclude::{Excluded, Exclusions};
 use crate::metrics::rates::{CycleBytes, RateAccounting};
 use crate::metrics::{ExactQueryOutcome, ExclusionReason, Metrics, Source, Unmarked};
 use crate::record::{ArchivalRecord, Attributes, ParsedPayload, Timestamp};
-use crate::sockdiag::{Checked, ExactReply, ExactTarget, Family, Payloads};
+use crate::sockdiag::{Checked, ExactReply, ExactTarget, Family, FamilyDump, Payloads};
 use crate::tcpinfo;
 use crate::uuid::Prefix;
 use crate::wire::attr;
@@ -47,10 +47,6 @@ struct Tombstone {
     ended: Ended,
     until: Instant,
 }
-
-/// One family's part of a sweep: the family, its payloads (`None` if the dump failed) and when
-/// the dump completed.
-pub type FamilySweep<'a> = (Family, Option<&'a Payloads>, Timestamp);
 
 /// Settings of the pipeline.
 #[derive(Debug, Clone)]
@@ -172,14 +168,15 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
     /// Handles one sweep cycle: each family's dump result with the time it completed. A
     /// family whose dump failed keeps its previous state: none of its connections is closed
     /// this cycle (D12).
-    pub fn sweep(&mut self, families: &[FamilySweep<'_>], now: Instant) {
+    pub fn sweep(&mut self, families: &[FamilyDump], now: Instant) {
         self.cycle += 1;
         let cycle = self.cycle;
         let mut bytes = CycleBytes::default();
         let mut failed = [false; 2];
         let mut rate_second = None;
-        for &(family, payloads, timestamp) in families {
-            let Some(payloads) = payloads else {
+        for dump in families {
+            let (family, timestamp) = (dump.family, dump.timestamp);
+            let Some(payloads) = &dump.payloads else {
                 failed[usize::from(family == Family::Inet)] = true;
                 continue;
             };

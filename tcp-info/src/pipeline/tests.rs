@@ -4,7 +4,7 @@ use super::{ArchiveSink, EventSink, Lookup, Pipeline, PipelineConfig};
 use crate::exclude::Exclusions;
 use crate::metrics::{ErrorType, ExactQueryOutcome as Q, Metrics};
 use crate::record::{ArchivalRecord, Timestamp};
-use crate::sockdiag::{ExactOutcome, ExactReply, ExactTarget, Family, Payloads};
+use crate::sockdiag::{ExactOutcome, ExactReply, ExactTarget, Family, FamilyDump, Payloads};
 use crate::uuid::Prefix;
 use crate::wire::inet_diag::{AF_INET, AF_INET6, InetDiagMsg};
 use std::cell::RefCell;
@@ -100,15 +100,15 @@ type Dump<'a> = (Family, Option<&'a [Vec<u8>]>, Timestamp);
 
 /// [`Pipeline::sweep`] with each family's payloads given as a slice.
 fn sweep(o: &mut Pipeline<Archive, Events>, families: &[Dump<'_>], now: Instant) {
-    let packed: Vec<_> = families
+    let dumps: Vec<FamilyDump> = families
         .iter()
-        .map(|&(family, payloads, t)| (family, payloads.map(Payloads::from_iter), t))
+        .map(|&(family, payloads, timestamp)| FamilyDump {
+            family,
+            payloads: payloads.map(Payloads::from_iter),
+            timestamp,
+        })
         .collect();
-    let borrowed: Vec<_> = packed
-        .iter()
-        .map(|(family, payloads, t)| (*family, payloads.as_ref(), *t))
-        .collect();
-    o.sweep(&borrowed, now);
+    o.sweep(&dumps, now);
 }
 
 /// [`Pipeline::destroyed`] with the payloads given as a slice.

@@ -27,7 +27,7 @@ pub use diag::{DEFAULT_RCVBUF, DiagSocket, MAX_BATCH};
 pub use dump::{DumpError, DumpStats};
 pub use exact::{Checked, ExactOutcome, ExactReply, ExactStats, ExactTarget};
 pub use netns::{NetnsError, in_netns, named_netns_path, pid_netns_path};
-pub use payloads::Payloads;
+pub use payloads::{FamilyDump, Payloads};
 pub use request::{Family, NO_COOKIE, STATE_MASK};
 pub use socket::RcvBuf;
 

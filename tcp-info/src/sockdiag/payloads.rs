@@ -4,6 +4,17 @@
 //! costs two growing allocations per dump instead of one per payload, and a buffer that is
 //! cleared and refilled keeps its capacity.
 
+/// One family's part of a sweep: what the sweep source sends and the pipeline reads.
+#[derive(Debug, Clone)]
+pub struct FamilyDump {
+    /// The family dumped.
+    pub family: super::Family,
+    /// The payloads, or `None` if the dump failed (the pipeline then keeps the family's state).
+    pub payloads: Option<Payloads>,
+    /// When the dump completed (shared by all its records, SPEC §3.4).
+    pub timestamp: crate::record::Timestamp,
+}
+
 /// Payloads (`inet_diag_msg` + attributes) stored end to end in one buffer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Payloads {

@@ -9,20 +9,9 @@ pub mod ebpf;
 pub mod sweep;
 
 use crate::record::Timestamp;
-use crate::sockdiag::{Family, Payloads};
+use crate::sockdiag::{FamilyDump, Payloads};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
-
-/// One family's part of a sweep.
-#[derive(Debug)]
-pub struct FamilyDump {
-    /// The family dumped.
-    pub family: Family,
-    /// The payloads, or `None` if the dump failed (the pipeline then keeps the family's state).
-    pub payloads: Option<Payloads>,
-    /// When the dump completed (shared by all its records, SPEC §3.4).
-    pub timestamp: Timestamp,
-}
 
 /// What a source hands the pipeline.
 #[derive(Debug)]

@@ -421,11 +421,7 @@ fn run_pipeline(
     loop {
         match rx.recv_timeout(TICK) {
             Ok(Input::Sweep(dumps)) => {
-                let families: Vec<_> = dumps
-                    .iter()
-                    .map(|d| (d.family, d.payloads.as_ref(), d.timestamp))
-                    .collect();
-                pipeline.sweep(&families, Instant::now());
+                pipeline.sweep(&dumps, Instant::now());
                 queued.fetch_sub(1, Ordering::AcqRel);
             }
             Ok(Input::Refreshed {
