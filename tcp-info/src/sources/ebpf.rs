@@ -16,13 +16,13 @@
 //!   what marks cannot: connections that stay in SYN_SENT, and changes a lost mark (ring buffer
 //!   full, counted) did not report. The pipeline counts what they find.
 //! - New connections are found by their state-change marks, closed ones by the close source.
-//! - **Reading the ring buffer** is a task on the daemon's tokio runtime ([`start`]): it waits
-//!   on the ring's descriptor (`AsyncFd`), which the programs make readable when the ring
-//!   fills past a quarter, or for the poll interval, whichever comes first, and hands the marks
-//!   over in a batch. A burst is thus moved out of the 4 MiB ring long before it fills, while a
-//!   quiet host costs no wake-up per mark. The reader is the rounds' clock: a round runs when a
-//!   batch arrives (every interval, or early in a burst). The rounds, which make blocking
-//!   netlink queries, stay on this source's own thread ([`run`]).
+//! - **Reading the ring buffer.** Each round drains the ring (memory reads, no system call), on
+//!   this source's own clock. Between rounds, a burst is handled by a task on the daemon's tokio
+//!   runtime ([`start`]): it waits on the ring's descriptor (`AsyncFd`), which the programs make
+//!   readable only when the ring fills past a quarter, drains it at once and hands the marks
+//!   to the next round. A burst is thus moved out of the 4 MiB ring long before it fills,
+//!   while a quiet host costs no wake-up at all beyond the rounds'. The rounds, which make
+//!   blocking netlink queries, stay on this source's own thread ([`run`]).
 
 use super::sweep::{DumpSizes, sweep_once};
 use super::{Input, Ticker};
@@ -35,17 +35,19 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tcp_info_common::Mark;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
 
-/// Batches of marks that may wait for the rounds (each is at least an interval's worth).
+/// Batches of marks the burst reader may hand over between two rounds.
 const MARK_BATCHES: usize = 64;
-/// Marks the reader holds while the rounds do not take its batches, before it stops draining
-/// (and the ring, then the kernel's drop counter, absorb the rest): about 17 MB.
+/// Marks the burst reader holds while the rounds do not take its batches, before it stops
+/// draining (and the ring, then the kernel's drop counter, absorb the rest): about 17 MB.
 const MAX_HELD_MARKS: usize = 1 << 18;
 
 /// How often the kernel-side counters are read.
@@ -67,16 +69,18 @@ pub struct EbpfConfig {
     pub netns: u32,
 }
 
-/// What the source reads from the kernel programs: their counters, and batches of the marks
-/// that the ring reader took off their ring buffer. Made by [`start`].
+/// What the source reads from the kernel programs: their counters, their ring buffer, and the
+/// marks the burst reader took off it between rounds. Made by [`start`].
 #[derive(Debug)]
 pub struct Kernel {
     programs: Programs,
-    marks: Receiver<Vec<Mark>>,
+    ring: Arc<Mutex<MarkRing>>,
+    early: Receiver<Vec<Mark>>,
 }
 
-/// Starts the reader of the programs' ring buffer on `runtime`, draining it every `interval`
-/// (and early when it fills) until `stop` is cancelled; returns what [`run`] needs.
+/// Takes the programs' ring buffer and starts its burst reader on `runtime` (until `stop` is
+/// cancelled; `interval` paces its retries when the rounds fall behind); returns what [`run`]
+/// needs.
 pub fn start(
     mut programs: Programs,
     interval: Duration,
@@ -89,10 +93,38 @@ pub fn start(
             "the eBPF ring buffer already has a reader",
         )
     })?;
-    let ring = pollable(ring, runtime)?;
-    let (batches, marks) = std::sync::mpsc::sync_channel(MARK_BATCHES);
-    runtime.spawn(read_marks(ring, interval, batches, stop));
-    Ok(Kernel { programs, marks })
+    let ring = Arc::new(Mutex::new(ring));
+    let readiness = pollable(&ring, runtime)?;
+    let (batches, early) = std::sync::mpsc::sync_channel(MARK_BATCHES);
+    runtime.spawn(drain_bursts(
+        readiness,
+        Arc::clone(&ring),
+        interval,
+        batches,
+        stop,
+    ));
+    Ok(Kernel {
+        programs,
+        ring,
+        early,
+    })
+}
+
+/// Locks the ring, ignoring poisoning: draining leaves it consistent whatever happened.
+fn lock(ring: &Mutex<MarkRing>) -> MutexGuard<'_, MarkRing> {
+    ring.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The ring's descriptor, for readiness only; it keeps the ring (and so the descriptor) alive.
+struct RingFd {
+    fd: RawFd,
+    _ring: Arc<Mutex<MarkRing>>,
+}
+
+impl AsRawFd for RingFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd
+    }
 }
 
 /// A socket to query.
@@ -134,16 +166,13 @@ pub fn run(
     let mut sizes = DumpSizes::default();
     let start = Instant::now();
     let (mut next_safety, mut next_counters) = (start, start);
-    // Counts rounds for `-reps`; the waiting is on the ring reader's batches.
     let mut ticker = Ticker::new(config.interval, config.reps);
     let mut last_round_end: Option<Instant> = None;
     let interval_ns = u64::try_from(config.interval.as_nanos()).unwrap_or(u64::MAX);
-    let mut batch: Vec<Mark> = Vec::new();
     while !stop.is_cancelled() {
         let behind = queued.load(Ordering::Acquire) >= config.max_queued;
         let round = state.round(
-            &mut batch,
-            &kernel.marks,
+            kernel,
             &mut socket,
             config.netns,
             interval_ns,
@@ -185,65 +214,47 @@ pub fn run(
         if ticker.cycle_done(tx) {
             return;
         }
-        // The ring reader is the clock: it hands over a batch every interval, early in a burst.
-        // Should it be late, a round runs anyway (follow-ups and safety sweeps are due too).
-        match kernel.marks.recv_timeout(config.interval.saturating_mul(2)) {
-            Ok(next) => batch = next,
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                if !stop.is_cancelled() {
-                    tracing::error!("the eBPF ring buffer reader stopped; the eBPF source stops");
-                }
-                return;
-            }
-        }
+        ticker.wait();
     }
 }
 
-/// Drains the ring buffer into batches for the rounds until `stop` is cancelled or the rounds
-/// hang up: at every `interval`, and at once whenever the programs signal a filling ring.
+/// Drains the ring buffer whenever the programs signal that it is filling (a burst between two
+/// rounds) and hands the marks to the next round, until `stop` is cancelled or the rounds hang
+/// up.
 ///
 /// Runs on the tokio runtime. If the rounds fall so far behind that their channel is full,
-/// the marks wait here, up to [`MAX_HELD_MARKS`]; beyond that the reader stops draining until
-/// the rounds catch up.
-async fn read_marks(
-    mut ring: AsyncFd<MarkRing>,
+/// the marks wait here (retried every `interval`), up to [`MAX_HELD_MARKS`]; beyond that this
+/// reader stops draining until the rounds catch up.
+async fn drain_bursts(
+    readiness: AsyncFd<RingFd>,
+    ring: Arc<Mutex<MarkRing>>,
     interval: Duration,
     batches: SyncSender<Vec<Mark>>,
     stop: CancellationToken,
 ) {
-    let mut clock = tokio::time::interval(interval);
-    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut held: Vec<Mark> = Vec::new();
     loop {
         let room = held.len() < MAX_HELD_MARKS;
-        let ticked = tokio::select! {
+        tokio::select! {
             biased;
             () = stop.cancelled() => return,
-            _ = clock.tick() => true,
-            ready = ring.readable_mut(), if room => match ready {
-                Ok(mut guard) => {
-                    guard.clear_ready();
-                    false
-                }
+            ready = readiness.readable(), if room => match ready {
+                Ok(mut guard) => guard.clear_ready(),
                 Err(e) => {
-                    // Only when the runtime is shutting down.
-                    tracing::warn!(error = %e, "polling the eBPF ring buffer failed; the reader stops");
+                    // Only when the runtime is shutting down; the rounds still drain the ring.
+                    tracing::warn!(error = %e, "polling the eBPF ring buffer failed; bursts wait for the next round");
                     return;
                 }
             },
-        };
-        if room {
-            let (_, malformed) = ring.get_mut().drain(&mut held);
+            () = tokio::time::sleep(interval), if !held.is_empty() => {}
+        }
+        if held.len() < MAX_HELD_MARKS {
+            let (_, malformed) = lock(&ring).drain(&mut held);
             if malformed > 0 {
-                tracing::warn!(
-                    malformed,
-                    "ring buffer records of an unexpected size skipped"
-                );
+                tracing::warn!(malformed, "ring buffer records of an unexpected size skipped");
             }
         }
-        // A tick hands over even an empty batch: it is the rounds' clock.
-        if held.is_empty() && !ticked {
+        if held.is_empty() {
             continue;
         }
         match batches.try_send(std::mem::take(&mut held)) {
@@ -254,16 +265,20 @@ async fn read_marks(
     }
 }
 
-/// Registers the ring buffer with `runtime`'s reactor, for [`read_marks`].
+/// Registers the ring buffer's descriptor with `runtime`'s reactor, for [`drain_bursts`].
 fn pollable(
-    ring: MarkRing,
+    ring: &Arc<Mutex<MarkRing>>,
     runtime: &tokio::runtime::Handle,
-) -> std::io::Result<AsyncFd<MarkRing>> {
+) -> std::io::Result<AsyncFd<RingFd>> {
     let _context = runtime.enter();
-    // SAFETY: `MarkRing` owns the ring buffer map's descriptor (through aya's `MapData`): it
-    // stays open, and `as_raw_fd` returns that same descriptor, for as long as the `MarkRing`
-    // lives, which is as long as the `AsyncFd` that owns it.
-    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(Into::into)
+    let fd = RingFd {
+        fd: lock(ring).as_raw_fd(),
+        _ring: Arc::clone(ring),
+    };
+    // SAFETY: the descriptor belongs to the ring buffer map (aya's `MapData`, owned by the
+    // `MarkRing`); `RingFd` holds the ring, so the descriptor stays open and the same for as
+    // long as the `AsyncFd` that owns the `RingFd` lives.
+    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(Into::into)
 }
 
 impl Refresher {
@@ -271,8 +286,7 @@ impl Refresher {
     /// follow-ups, query every pending socket and check the replies.
     fn round(
         &mut self,
-        batch: &mut Vec<Mark>,
-        marks: &Receiver<Vec<Mark>>,
+        kernel: &Kernel,
         socket: &mut DiagSocket,
         netns: u32,
         interval_ns: u64,
@@ -280,9 +294,13 @@ impl Refresher {
     ) -> Round {
         let mut round = Round::default();
         self.marks.clear();
-        self.marks.append(batch);
-        for more in marks.try_iter() {
-            self.marks.extend_from_slice(&more);
+        // What the burst reader took first: those marks are older than the ring's.
+        for early in kernel.early.try_iter() {
+            self.marks.extend_from_slice(&early);
+        }
+        let (_, malformed) = lock(&kernel.ring).drain(&mut self.marks);
+        if malformed > 0 {
+            tracing::warn!(malformed, "ring buffer records of an unexpected size skipped");
         }
         round.marks = self.marks.len();
         for mark in &self.marks {
