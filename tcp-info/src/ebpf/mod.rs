@@ -347,14 +347,14 @@ mod tests {
 }
 
 #[cfg(test)]
-mod load_tests {
+pub(crate) mod load_tests {
     use super::*;
     use crate::sockdiag::testutil::{self, TestNetns};
     use tcp_info_common::Hook;
 
     /// Whether this test can load programs: the object must be embedded and we must be root.
     /// Skips with a reason outside CI; under `CI=true` it fails instead.
-    fn can_load() -> bool {
+    pub(crate) fn can_load() -> bool {
         let reason = if !EMBEDDED {
             "the eBPF object is not embedded (run `cargo xtask build-ebpf`)"
         } else if

@@ -33,9 +33,9 @@ use crate::sockdiag::{Checked, DiagSocket, ExactReply, ExactStats, ExactTarget, 
 use crate::wire::inet_diag;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -171,13 +171,7 @@ pub fn run(
     let interval_ns = u64::try_from(config.interval.as_nanos()).unwrap_or(u64::MAX);
     while !stop.is_cancelled() {
         let behind = queued.load(Ordering::Acquire) >= config.max_queued;
-        let round = state.round(
-            kernel,
-            &mut socket,
-            config.netns,
-            interval_ns,
-            behind,
-        );
+        let round = state.round(kernel, &mut socket, config.netns, interval_ns, behind);
         if let Some(payloads) = round.report(metrics) {
             let timestamp = Timestamp::now();
             queued.fetch_add(1, Ordering::AcqRel);
@@ -251,7 +245,10 @@ async fn drain_bursts(
         if held.len() < MAX_HELD_MARKS {
             let (_, malformed) = lock(&ring).drain(&mut held);
             if malformed > 0 {
-                tracing::warn!(malformed, "ring buffer records of an unexpected size skipped");
+                tracing::warn!(
+                    malformed,
+                    "ring buffer records of an unexpected size skipped"
+                );
             }
         }
         if held.is_empty() {
@@ -300,7 +297,10 @@ impl Refresher {
         }
         let (_, malformed) = lock(&kernel.ring).drain(&mut self.marks);
         if malformed > 0 {
-            tracing::warn!(malformed, "ring buffer records of an unexpected size skipped");
+            tracing::warn!(
+                malformed,
+                "ring buffer records of an unexpected size skipped"
+            );
         }
         round.marks = self.marks.len();
         for mark in &self.marks {
@@ -521,5 +521,97 @@ mod tests {
         let a = monotonic_ns();
         std::thread::sleep(Duration::from_millis(2));
         assert!(monotonic_ns() >= a + 2_000_000);
+    }
+}
+
+#[cfg(test)]
+mod burst_tests {
+    use super::*;
+    use crate::ebpf::load_tests::can_load;
+    use crate::ebpf::netns_inode;
+    use crate::sockdiag::testutil::TestNetns;
+    use std::io::{Read as _, Write as _};
+    use std::net::{TcpListener, TcpStream};
+    use tcp_info_common::MARKS_BYTES;
+
+    /// Marks that fill the ring past the level at which the programs wake its reader: a quarter
+    /// of the ring, each mark taking its size plus the ring's 8-byte record header.
+    fn marks_past_wake_level() -> u64 {
+        let record = (size_of::<Mark>() + 8).next_multiple_of(8) as u64;
+        u64::from(MARKS_BYTES) / 4 / record + 1
+    }
+
+    /// A trickle of marks wakes no one (the rounds drain it); a burst that fills the ring past a
+    /// quarter wakes the burst task, which drains the ring at once and hands the marks over.
+    #[test]
+    fn a_burst_wakes_the_reader_and_a_trickle_does_not() {
+        if !can_load() {
+            return;
+        }
+        let Some(ns) = TestNetns::create() else {
+            return;
+        };
+        let inode = netns_inode(ns.path()).unwrap();
+        // A 1 ns mark interval: every segment marks its socket, so a burst is quick to make.
+        let programs = Programs::load(Duration::from_nanos(1), &[inode], false).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let stop = CancellationToken::new();
+        // An hour: the task's retry timer plays no part here.
+        let kernel = start(
+            programs,
+            Duration::from_secs(3600),
+            rt.handle(),
+            stop.clone(),
+        )
+        .unwrap();
+
+        let (mut client, mut server) = ns.run(|| {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (server, _) = listener.accept().unwrap();
+            (client, server)
+        });
+        let mut ping_pong = |times: usize| {
+            let mut byte = [0u8; 1];
+            for _ in 0..times {
+                client.write_all(b"x").unwrap();
+                server.read_exact(&mut byte).unwrap();
+                server.write_all(b"y").unwrap();
+                client.read_exact(&mut byte).unwrap();
+            }
+        };
+
+        // A trickle: the task is not woken, the marks wait in the ring for the next round.
+        ping_pong(10);
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
+        assert!(
+            kernel.early.try_recv().is_err(),
+            "a trickle woke the reader"
+        );
+        let mut trickle = Vec::new();
+        lock(&kernel.ring).drain(&mut trickle);
+        assert!(trickle.len() >= 10, "{} marks", trickle.len());
+
+        // A burst past a quarter of the ring.
+        let needed = marks_past_wake_level();
+        while kernel.programs.counters().unwrap().submitted < needed + trickle.len() as u64 {
+            ping_pong(500);
+        }
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
+        let burst = kernel
+            .early
+            .try_recv()
+            .expect("the burst did not wake the reader");
+        assert!(
+            burst.len() as u64 >= needed,
+            "{} marks handed over, {needed} expected",
+            burst.len()
+        );
+        assert!(burst.iter().all(|m| m.netns == inode));
+        assert_eq!(kernel.programs.counters().unwrap().ring_full, 0);
+        stop.cancel();
     }
 }
