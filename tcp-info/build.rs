@@ -34,6 +34,10 @@ fn git_commit() {
 
 fn ebpf_object() {
     println!("cargo::rustc-check-cfg=cfg(tcp_info_ebpf)");
+    // The parser side alone (`--no-default-features`) has no use for the programs.
+    if std::env::var_os("CARGO_FEATURE_COLLECTOR").is_none() {
+        return;
+    }
     println!("cargo:rerun-if-env-changed=TCP_INFO_EBPF_OBJECT");
     let object = if let Some(path) = std::env::var_os("TCP_INFO_EBPF_OBJECT") {
         PathBuf::from(path)
