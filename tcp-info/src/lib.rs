@@ -48,3 +48,5 @@ pub mod saver;
 pub mod sockdiag;
 #[cfg(all(feature = "collector", target_os = "linux"))]
 pub mod sources;
+#[cfg(all(test, feature = "collector", target_os = "linux"))]
+mod test_runtime;

@@ -30,19 +30,7 @@ impl TempDir {
     }
 }
 
-/// The runtime the servers under test run on (tests run in parallel; one runtime serves all).
-fn rt() -> &'static tokio::runtime::Handle {
-    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap()
-        })
-        .handle()
-}
+use crate::test_runtime::handle as rt;
 
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);

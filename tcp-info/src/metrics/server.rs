@@ -209,19 +209,7 @@ mod tests {
 
     use super::{MAX_CONNECTIONS, serve};
     use crate::metrics::{Metrics, MetricsError};
-
-    fn rt() -> &'static tokio::runtime::Handle {
-        static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-        RUNTIME
-            .get_or_init(|| {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .unwrap()
-            })
-            .handle()
-    }
+    use crate::test_runtime::handle as rt;
 
     fn metrics() -> Arc<Metrics> {
         Arc::new(Metrics::new("abc123").unwrap())

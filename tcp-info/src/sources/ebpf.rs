@@ -529,9 +529,8 @@ mod burst_tests {
     use super::*;
     use crate::ebpf::load_tests::can_load;
     use crate::ebpf::netns_inode;
-    use crate::sockdiag::testutil::TestNetns;
+    use crate::sockdiag::testutil::{self, TestNetns};
     use std::io::{Read as _, Write as _};
-    use std::net::{TcpListener, TcpStream};
     use tcp_info_common::MARKS_BYTES;
 
     /// Marks that fill the ring past the level at which the programs wake its reader: a quarter
@@ -568,12 +567,8 @@ mod burst_tests {
         )
         .unwrap();
 
-        let (mut client, mut server) = ns.run(|| {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-            let (server, _) = listener.accept().unwrap();
-            (client, server)
-        });
+        let mut set = testutil::connections(&ns, "127.0.0.1:0", 1);
+        let testutil::Conn { client, server, .. } = &mut set.conns[0];
         let mut ping_pong = |times: usize| {
             let mut byte = [0u8; 1];
             for _ in 0..times {
