@@ -41,6 +41,11 @@ impl Exposition {
         })
     }
 
+    /// The sum of the samples that [`Self::select`] gives (0 if none).
+    pub fn total(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.select(name, labels).map(|s| s.value).sum()
+    }
+
     /// The `le` labels of `<name>_bucket` samples with `labels`, in order.
     pub fn bucket_bounds(&self, name: &str, labels: &[(&str, &str)]) -> Vec<String> {
         let bucket = format!("{name}_bucket");

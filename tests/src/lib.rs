@@ -206,6 +206,17 @@ impl Setup {
         Ok((client, server, cookie))
     }
 
+    /// `daemon`'s metrics, fetched from the server namespace and parsed; an error unless the
+    /// answer is 200.
+    pub fn scrape(&self, daemon: &mut Daemon) -> Result<exposition::Exposition> {
+        let addr = daemon.metrics_addr(Duration::from_secs(5))?;
+        let (status, body) = sockets::http_get(&self.net, addr, "/metrics")?;
+        if status != 200 {
+            bail!("GET /metrics answered {status}");
+        }
+        exposition::parse(&body)
+    }
+
     /// The UUID of a cookie under this setup's prefix.
     pub fn uuid(&self, cookie: u64) -> String {
         sockets::uuid(&self.prefix, cookie)

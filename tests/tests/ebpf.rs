@@ -15,8 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tcp_info::record::ArchivalRecord;
 use tcp_info::wire::inet_diag::{InetDiagMsg, state};
 use tcp_info_tests::daemon::run_to_exit;
-use tcp_info_tests::exposition::{self, Exposition};
-use tcp_info_tests::sockets::http_get;
+use tcp_info_tests::exposition::Exposition;
 use tcp_info_tests::{Daemon, Setup, archive, traffic, wait_for};
 
 /// Safety-net sweeps effectively off: only the one at start-up runs.
@@ -38,15 +37,12 @@ fn start_ebpf(setup: &Setup, extra: &[&str]) -> Daemon {
 }
 
 fn scrape(setup: &Setup, daemon: &mut Daemon) -> Exposition {
-    let addr = daemon.metrics_addr(Duration::from_secs(5)).unwrap();
-    let (status, body) = http_get(&setup.net, addr, "/metrics").unwrap();
-    assert_eq!(status, 200);
-    exposition::parse(&body).unwrap()
+    setup.scrape(daemon).unwrap()
 }
 
 /// The sum of a counter's samples with these labels (0 if none).
 fn total(m: &Exposition, name: &str, labels: &[(&str, &str)]) -> u64 {
-    m.select(name, labels).map(|s| s.value).sum::<f64>() as u64
+    m.total(name, labels) as u64
 }
 
 /// Whether `tcpinfo_mode` says `mode` is in use.

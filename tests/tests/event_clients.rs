@@ -13,26 +13,12 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use tcp_info::events::{Decoded, EventKind, EventServerConfig, FlowEvent};
-use tcp_info_tests::daemon::Daemon;
 use tcp_info_tests::events::EventReader;
-use tcp_info_tests::exposition::{self, Exposition};
-use tcp_info_tests::sockets::http_get;
 use tcp_info_tests::{Setup, raise_nofile, thread_count, traffic, wait_for};
 
 const CLIENTS: usize = 5_000;
 /// Short connections whose Close latency is measured before and during the flood.
 const PROBES: usize = 20;
-
-fn scrape(setup: &Setup, daemon: &mut Daemon) -> Exposition {
-    let addr = daemon.metrics_addr(Duration::from_secs(5)).unwrap();
-    let (status, body) = http_get(&setup.net, addr, "/metrics").unwrap();
-    assert_eq!(status, 200);
-    exposition::parse(&body).unwrap()
-}
-
-fn value(m: &Exposition, name: &str) -> f64 {
-    m.select(name, &[]).map(|s| s.value).sum()
-}
 
 /// Makes `PROBES` short connections one after the other and returns the worst time from a
 /// connection's end to its Close event reaching `reader`.
@@ -106,9 +92,10 @@ fn five_thousand_clients_are_capped_without_threads_or_slowdown() {
         Duration::from_secs(30),
         "every client accepted or refused",
         || {
-            let m = scrape(&setup, &mut daemon);
-            let done = value(&m, "tcpinfo_eventsocket_clients_refused_total") as usize == refused
-                && value(&m, "tcpinfo_eventsocket_clients") as usize == cap;
+            let m = setup.scrape(&mut daemon)?;
+            let done = m.total("tcpinfo_eventsocket_clients_refused_total", &[]) as usize
+                == refused
+                && m.total("tcpinfo_eventsocket_clients", &[]) as usize == cap;
             Ok(done.then_some(()))
         },
     )
@@ -158,8 +145,8 @@ fn five_thousand_clients_are_capped_without_threads_or_slowdown() {
     // Once the clients hang up, their slots free up again.
     drop(clients);
     wait_for(Duration::from_secs(10), "the slots to free up", || {
-        let m = scrape(&setup, &mut daemon);
-        Ok((value(&m, "tcpinfo_eventsocket_clients") as usize == 1).then_some(()))
+        let m = setup.scrape(&mut daemon)?;
+        Ok((m.total("tcpinfo_eventsocket_clients", &[]) as usize == 1).then_some(()))
     })
     .unwrap();
     let again = EventReader::connect(&sock, Duration::from_secs(5)).unwrap();
