@@ -115,6 +115,18 @@ fn lock(ring: &Mutex<MarkRing>) -> MutexGuard<'_, MarkRing> {
     ring.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Moves every mark waiting in the ring to `out` (for the rounds and the burst task alike),
+/// logging records of an unexpected size, which are skipped.
+fn drain_ring(ring: &Mutex<MarkRing>, out: &mut Vec<Mark>) {
+    let (_, malformed) = lock(ring).drain(out);
+    if malformed > 0 {
+        tracing::warn!(
+            malformed,
+            "ring buffer records of an unexpected size skipped"
+        );
+    }
+}
+
 /// The ring's descriptor, for readiness only; it keeps the ring (and so the descriptor) alive.
 struct RingFd {
     fd: RawFd,
@@ -243,13 +255,7 @@ async fn drain_bursts(
             () = tokio::time::sleep(interval), if !held.is_empty() => {}
         }
         if held.len() < MAX_HELD_MARKS {
-            let (_, malformed) = lock(&ring).drain(&mut held);
-            if malformed > 0 {
-                tracing::warn!(
-                    malformed,
-                    "ring buffer records of an unexpected size skipped"
-                );
-            }
+            drain_ring(&ring, &mut held);
         }
         if held.is_empty() {
             continue;
@@ -295,13 +301,7 @@ impl Refresher {
         for early in kernel.early.try_iter() {
             self.marks.extend_from_slice(&early);
         }
-        let (_, malformed) = lock(&kernel.ring).drain(&mut self.marks);
-        if malformed > 0 {
-            tracing::warn!(
-                malformed,
-                "ring buffer records of an unexpected size skipped"
-            );
-        }
+        drain_ring(&kernel.ring, &mut self.marks);
         round.marks = self.marks.len();
         for mark in &self.marks {
             if mark.netns != netns {
