@@ -209,9 +209,7 @@ pub fn run(config: &Config) -> Result<()> {
             };
             let kernel = sources::ebpf::start(programs, config.poll_interval, edges, token.clone())
                 .context("starting the eBPF ring buffer reader")?;
-            let on_exit = StopOnExit(stop.clone(), "the eBPF source ended");
-            thread::Builder::new().name("ebpf".into()).spawn(move || {
-                let _on_exit = on_exit;
+            spawn_stopping("ebpf", "the eBPF source ended", &stop, move || {
                 sources::ebpf::run(&kernel, diag, ebpf_config, &tx, &queued, &token, &metrics);
             })
         } else {
@@ -220,9 +218,7 @@ pub fn run(config: &Config) -> Result<()> {
                 reps: config.reps,
                 max_queued: SWEEP_QUEUE,
             };
-            let on_exit = StopOnExit(stop.clone(), "the sweep source ended");
-            thread::Builder::new().name("sweep".into()).spawn(move || {
-                let _on_exit = on_exit;
+            spawn_stopping("sweep", "the sweep source ended", &stop, move || {
                 sources::sweep::run(diag, sweep_config, &tx, &queued, &token, &metrics);
             })
         };
@@ -230,26 +226,21 @@ pub fn run(config: &Config) -> Result<()> {
     }
     if let Some(listener) = destroy {
         let (tx, token, metrics) = (tx.clone(), stop.token.clone(), Arc::clone(&metrics));
-        let on_exit = StopOnExit(stop.clone(), "the close source ended");
         sources.push(
-            thread::Builder::new()
-                .name("close".into())
-                .spawn(move || {
-                    let _on_exit = on_exit;
-                    sources::close::run(listener, &tx, &token, &metrics);
-                })
-                .context("starting the close thread")?,
+            spawn_stopping("close", "the close source ended", &stop, move || {
+                sources::close::run(listener, &tx, &token, &metrics);
+            })
+            .context("starting the close thread")?,
         );
     }
     drop(tx);
 
     let pipeline = {
-        // Stops the daemon when the pipeline ends by itself (`-reps`), or panics.
-        let on_exit = StopOnExit(stop.clone(), "the pipeline ended");
-        thread::Builder::new()
-            .name("pipeline".into())
-            .spawn(move || run_pipeline(pipeline, &rx, &queued, &on_exit.0))
-            .context("starting the pipeline thread")?
+        let reps_done = stop.clone();
+        spawn_stopping("pipeline", "the pipeline ended", &stop, move || {
+            run_pipeline(pipeline, &rx, &queued, &reps_done)
+        })
+        .context("starting the pipeline thread")?
     };
 
     runtime.block_on(stop.token.cancelled());
@@ -348,9 +339,24 @@ fn release_freed_memory() {
     }
 }
 
-/// Stops the daemon when a source or pipeline thread ends, however it ends: dropped when the
-/// thread returns or unwinds, so that a thread that panics does not leave the daemon running
-/// half-blind. (After a stop, the threads end because of it; the first reason is kept.)
+/// Starts thread `name` running `body`, and stops the daemon with `reason` when it ends,
+/// however it ends (the end of `-reps`, a lost peer, a panic), so that a dead thread does not
+/// leave the daemon running half-blind. After a stop the threads end because of it; the first
+/// reason is kept.
+fn spawn_stopping<T: Send + 'static>(
+    name: &'static str,
+    reason: &'static str,
+    stop: &Stop,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<thread::JoinHandle<T>> {
+    let on_exit = StopOnExit(stop.clone(), reason);
+    thread::Builder::new().name(name.into()).spawn(move || {
+        let _on_exit = on_exit;
+        body()
+    })
+}
+
+/// Requests a stop when dropped: as its thread returns or unwinds.
 struct StopOnExit(Stop, &'static str);
 
 impl Drop for StopOnExit {
