@@ -135,8 +135,9 @@ pub const CONFIG_SYMBOL: &str = "CONFIG";
 pub mod maps {
     /// `BPF_MAP_TYPE_RINGBUF` (Linux 5.8) of [`Mark`](super::Mark)s.
     pub const MARKS: &str = "MARKS";
-    /// `BPF_MAP_TYPE_LRU_HASH` (Linux 4.10): socket cookie → time of its last mark (ns), or
-    /// [`IGNORED`](super::IGNORED) for a socket of a namespace that is not watched.
+    /// `BPF_MAP_TYPE_LRU_HASH` (Linux 4.10): socket cookie → time of its last mark (ns),
+    /// [`IGNORED`](super::IGNORED) for a socket never to mark (loopback, when skipped), or
+    /// [`unwatched`](super::unwatched) for a socket of a namespace that was not watched.
     pub const LAST_MARK: &str = "LAST_MARK";
     /// `BPF_MAP_TYPE_HASH`: network namespace inode → 1 for every namespace to watch.
     pub const WATCHED_NETNS: &str = "WATCHED_NETNS";
@@ -144,9 +145,30 @@ pub mod maps {
     pub const COUNTERS: &str = "COUNTERS";
 }
 
-/// [`maps::LAST_MARK`] value of a socket whose namespace is not watched: never marked, and
-/// recognised with one lookup per event.
+/// [`maps::LAST_MARK`] value of a socket never to mark (a loopback socket when those are
+/// skipped): recognised with one lookup per event.
 pub const IGNORED: u64 = u64::MAX;
+
+/// High half of the [`maps::LAST_MARK`] value of a socket whose namespace was not watched when
+/// it was last seen; the low half is the namespace's inode. Such a socket costs one more lookup
+/// per event (is its namespace watched now?), and is marked as soon as the daemon watches its
+/// namespace (`--netns all` adds namespaces as they appear). `bpf_ktime_get_ns` never reaches
+/// these values (they are centuries of uptime).
+pub const UNWATCHED_TAG: u64 = 0xFFFF_FFFE_0000_0000;
+
+/// The [`maps::LAST_MARK`] value of a socket of the unwatched namespace `netns`.
+pub const fn unwatched(netns: u32) -> u64 {
+    UNWATCHED_TAG | netns as u64
+}
+
+/// The namespace of a [`maps::LAST_MARK`] value made by [`unwatched`], if it is one.
+pub const fn unwatched_netns(value: u64) -> Option<u32> {
+    if value & 0xFFFF_FFFF_0000_0000 == UNWATCHED_TAG {
+        Some(value as u32)
+    } else {
+        None
+    }
+}
 
 /// Capacity of [`maps::MARKS`] in bytes (a power of two, a multiple of the page size): room for
 /// about 58 000 marks, the marks of 20 000 busy sockets for almost three poll intervals.

@@ -25,7 +25,7 @@ use aya_ebpf::programs::BtfTracePointContext;
 use core::ffi::c_void;
 use tcp_info_common::{
     COUNTERS as COUNTER_SLOTS, Config, Counter, Hook, IGNORED, LAST_MARK_ENTRIES, MARKS_BYTES,
-    Mark, NO_STATE, Offsets, SKIP_LOOPBACK, WATCHED_NETNS_ENTRIES,
+    Mark, NO_STATE, Offsets, SKIP_LOOPBACK, WATCHED_NETNS_ENTRIES, unwatched, unwatched_netns,
 };
 
 /// Marks for the daemon.
@@ -138,7 +138,16 @@ fn mark(sk: *const u8, hook: Hook, state: u8, always: bool) {
         // SAFETY: a valid, aligned map value; read once, volatile, because other CPUs update it
         // concurrently (a stale value only moves one mark by an interval).
         let last = unsafe { core::ptr::read_volatile(slot) };
-        if last == IGNORED || (!always && now.wrapping_sub(last) < interval_ns()) {
+        if last == IGNORED {
+            return;
+        }
+        if let Some(netns) = unwatched_netns(last) {
+            // SAFETY: a lookup in our own hash map.
+            if unsafe { WATCHED_NETNS.get(netns) }.is_none() {
+                return;
+            }
+            // Its namespace is watched now: mark it.
+        } else if !always && now.wrapping_sub(last) < interval_ns() {
             return;
         }
     }
@@ -149,8 +158,15 @@ fn mark(sk: *const u8, hook: Hook, state: u8, always: bool) {
     };
     // SAFETY: as above.
     let watched = unsafe { WATCHED_NETNS.get(mark.netns) }.is_some();
-    if !watched || (cfg.flags & SKIP_LOOPBACK != 0 && is_loopback(&mark)) {
-        if LAST_MARK.insert(cookie, IGNORED, 0).is_err() {
+    let ignored = if !watched {
+        unwatched(mark.netns)
+    } else if cfg.flags & SKIP_LOOPBACK != 0 && is_loopback(&mark) {
+        IGNORED
+    } else {
+        0
+    };
+    if ignored != 0 {
+        if LAST_MARK.insert(cookie, ignored, 0).is_err() {
             count(Counter::MapFull);
         }
         return;

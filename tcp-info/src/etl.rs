@@ -148,6 +148,7 @@ mod tests {
             uuid: "h_1_0000000000000001".into(),
             sequence: 0,
             start_time: Timestamp::from_unix(1, 0).unwrap(),
+            netns: None,
         })
     }
 

@@ -7,8 +7,8 @@
 //!   archives and builds records from raw netlink bytes.
 //! - the **collector side** (feature `collector`, on by default, Linux only): [`sockdiag`] (the
 //!   sock_diag sockets), [`ebpf`], `sources` → [`pipeline`] → [`saver`], [`events`] and
-//!   [`metrics`], with the rules applied on the way ([`exclude`], [`anonymize`]) and the
-//!   collection [`mode`].
+//!   [`metrics`], with the rules applied on the way ([`exclude`], [`anonymize`]), the
+//!   collection [`mode`] and the watched network [`namespaces`].
 //!
 //! `cargo build -p tcp-info --no-default-features` builds the parser side alone (CI does), so
 //! nothing on the parser side can reach into the collector side. The daemon's command line and
@@ -40,6 +40,8 @@ pub mod exclude;
 pub mod metrics;
 #[cfg(all(feature = "collector", target_os = "linux"))]
 pub mod mode;
+#[cfg(all(feature = "collector", target_os = "linux"))]
+pub mod namespaces;
 #[cfg(all(feature = "collector", target_os = "linux"))]
 pub mod pipeline;
 #[cfg(all(feature = "collector", target_os = "linux"))]

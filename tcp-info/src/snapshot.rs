@@ -530,6 +530,7 @@ mod tests {
             uuid: "host_1_0000000000000001".into(),
             sequence: 3,
             start_time: Timestamp::ZERO,
+            netns: None,
         };
         let s = Snapshot::decode(&ArchivalRecord::metadata_line(meta.clone())).unwrap();
         assert_eq!(s.metadata, Some(meta));

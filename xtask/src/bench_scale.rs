@@ -12,7 +12,7 @@ use tcp_info::exclude::Exclusions;
 use tcp_info::metrics::Metrics;
 use tcp_info::pipeline::sinks::NoEvents;
 use tcp_info::pipeline::{ArchiveSink, Pipeline, PipelineConfig};
-use tcp_info::record::{ArchivalRecord, Timestamp};
+use tcp_info::record::{ArchivalRecord, NetnsTag, Timestamp};
 use tcp_info::saver::{Saver, SaverConfig};
 use tcp_info::sockdiag::{Family, FamilyDump, Payloads};
 use tcp_info::uuid::Prefix;
@@ -35,9 +35,15 @@ pub struct ScaleArgs {
 struct SaverSink(Saver);
 
 impl ArchiveSink for SaverSink {
-    fn write(&mut self, cookie: u64, record: &ArchivalRecord, now: Instant) -> Result<(), String> {
+    fn write(
+        &mut self,
+        cookie: u64,
+        record: &ArchivalRecord,
+        netns: Option<&Arc<NetnsTag>>,
+        now: Instant,
+    ) -> Result<(), String> {
         self.0
-            .write(cookie, record, now)
+            .write_tagged(cookie, record, netns, now)
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
@@ -69,12 +75,8 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
     config.root.clone_from(&root);
     config.max_open_files = budget;
     let saver = Saver::new(config).context("starting the saver")?;
-    let observer_config = PipelineConfig {
-        exclusions: Exclusions::new(true, &[], &[]),
-        prefix,
-        close_grace: Duration::from_millis(500),
-        safety_net: false,
-    };
+    let mut observer_config = PipelineConfig::new(Exclusions::new(true, &[], &[]), prefix);
+    observer_config.close_grace = Duration::from_millis(500);
     let mut pipeline = Pipeline::new(observer_config, SaverSink(saver), NoEvents, metrics);
 
     let n = args.connections;

@@ -136,6 +136,8 @@ pub struct Programs {
     /// Taken by the reader with [`Programs::take_marks`].
     marks: Option<MarkRing>,
     counters: PerCpuArray<MapData, u64>,
+    /// The namespaces whose sockets are marked (inode → 1).
+    watched: BpfHashMap<MapData, u32, u8>,
     // Owns the programs and their links: kept last so the maps above close first.
     _ebpf: Ebpf,
 }
@@ -148,8 +150,8 @@ impl std::fmt::Debug for Programs {
 
 impl Programs {
     /// Loads the embedded object with the running kernel's field offsets and `interval` as the
-    /// per-socket mark interval, watches the network namespaces with these inode numbers, and
-    /// attaches every program. With `skip_loopback`, sockets with a loopback local address are
+    /// per-socket mark interval, watches the network namespaces with these inode numbers (more
+    /// can be added and removed later), and attaches every program. With `skip_loopback`, sockets with a loopback local address are
     /// never marked (see [`tcp_info_common::SKIP_LOOPBACK`]).
     pub fn load(interval: Duration, watch: &[u32], skip_loopback: bool) -> Result<Self, EbpfError> {
         let object = object::OBJECT.ok_or(EbpfError::NotEmbedded)?;
@@ -166,24 +168,6 @@ impl Programs {
             .btf(Some(&kernel_btf))
             .override_global(CONFIG_SYMBOL, &config, true)
             .load(object)?;
-        {
-            let map = ebpf
-                .map_mut(maps::WATCHED_NETNS)
-                .ok_or(EbpfError::NoMap(maps::WATCHED_NETNS))?;
-            let mut watched: BpfHashMap<_, u32, u8> =
-                BpfHashMap::try_from(map).map_err(|source| EbpfError::Map {
-                    name: maps::WATCHED_NETNS,
-                    source,
-                })?;
-            for &inode in watch {
-                watched
-                    .insert(inode, 1, 0)
-                    .map_err(|source| EbpfError::Map {
-                        name: maps::WATCHED_NETNS,
-                        source,
-                    })?;
-            }
-        }
         for name in programs::ALL {
             let program: &mut BtfTracePoint = ebpf
                 .program_mut(name)
@@ -211,11 +195,41 @@ impl Programs {
                     source,
                 }
             })?;
-        Ok(Self {
+        let watched =
+            BpfHashMap::try_from(take(&mut ebpf, maps::WATCHED_NETNS)?).map_err(|source| {
+                EbpfError::Map {
+                    name: maps::WATCHED_NETNS,
+                    source,
+                }
+            })?;
+        let mut programs = Self {
             marks: Some(MarkRing(marks)),
             counters,
+            watched,
             _ebpf: ebpf,
-        })
+        };
+        for &inode in watch {
+            programs.watch(inode)?;
+        }
+        Ok(programs)
+    }
+
+    /// Marks the sockets of the network namespace with this inode from now on.
+    pub fn watch(&mut self, inode: u32) -> Result<(), EbpfError> {
+        self.watched
+            .insert(inode, 1, 0)
+            .map_err(|source| EbpfError::Map {
+                name: maps::WATCHED_NETNS,
+                source,
+            })
+    }
+
+    /// Stops marking the sockets of that namespace (a namespace no longer watched: its inode
+    /// number may be reused by a new one).
+    pub fn unwatch(&mut self, inode: u32) {
+        if let Err(e) = self.watched.remove(&inode) {
+            tracing::debug!(inode, error = %e, "namespace was not watched");
+        }
     }
 
     /// The ring buffer of marks, for the one reader that drains it; `None` once taken.

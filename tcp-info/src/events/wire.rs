@@ -6,12 +6,13 @@
 //! {"Event":1,"Timestamp":"2019-04-02T14:13:01.02Z","UUID":"…","ID":null}
 //! ```
 
-use crate::record::{Timestamp, push_go_string};
+use crate::record::{NetnsTag, Timestamp, push_go_string};
 use crate::wire::inet_diag::{InetDiagMsg, go_ip_string};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, de::IgnoredAny};
 use std::fmt;
 use std::io::Write as _;
+use std::sync::Arc;
 use thiserror::Error;
 
 /// What happened to a connection.
@@ -95,6 +96,9 @@ pub struct FlowEvent {
     /// `"ID":null`; SPEC allows a Close to carry it (Go clients ignore it), so a `Some` on a Close
     /// is written as given.
     pub id: Option<FlowId>,
+    /// The connection's network namespace and owner, written as a `Netns` key after `ID` only
+    /// with `--netns.attribution` (upstream has no such key; Go clients ignore unknown keys).
+    pub netns: Option<Arc<NetnsTag>>,
 }
 
 impl FlowEvent {
@@ -105,6 +109,7 @@ impl FlowEvent {
             timestamp,
             uuid: uuid.into(),
             id: Some(id),
+            netns: None,
         }
     }
 
@@ -115,7 +120,15 @@ impl FlowEvent {
             timestamp,
             uuid: uuid.into(),
             id: None,
+            netns: None,
         }
+    }
+
+    /// The event with its connection's `Netns` tag.
+    #[must_use]
+    pub fn with_netns(mut self, netns: Option<Arc<NetnsTag>>) -> Self {
+        self.netns = netns;
+        self
     }
 
     /// Appends the event as one JSON line, `\n` included, byte-identical to upstream's encoder
@@ -145,6 +158,10 @@ impl FlowEvent {
                 );
             }
         }
+        if let Some(netns) = &self.netns {
+            out.extend_from_slice(b",\"Netns\":");
+            netns.write_json(out);
+        }
         out.extend_from_slice(b"}\n");
     }
 
@@ -172,6 +189,7 @@ impl FlowEvent {
                 timestamp: raw.timestamp,
                 uuid: raw.uuid,
                 id: raw.id,
+                netns: raw.netns.map(Arc::new),
             }),
             None => Decoded::Unknown(UnknownEvent {
                 event: raw.event,
@@ -221,6 +239,7 @@ struct RawEvent {
     timestamp: Timestamp,
     uuid: String,
     id: Option<FlowId>,
+    netns: Option<NetnsTag>,
 }
 
 struct EventVisitor;
@@ -255,6 +274,8 @@ impl<'de> Visitor<'de> for EventVisitor {
             } else if key.eq_ignore_ascii_case("ID") {
                 // A JSON null sets Go's `*SockID` to nil.
                 raw.id = map.next_value::<Option<IdWire>>()?.map(|IdWire(id)| id);
+            } else if key.eq_ignore_ascii_case("Netns") {
+                raw.netns = map.next_value::<Option<NetnsTag>>()?;
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -514,6 +535,7 @@ mod tests {
                     timestamp: Timestamp::ZERO,
                     uuid: String::new(),
                     id: None,
+                    netns: None,
                 })
             );
         }
@@ -570,8 +592,9 @@ mod tests {
             arb_timestamp(),
             ".*",
             proptest::option::of(arb_id()),
+            proptest::option::of((any::<u32>(), proptest::option::of(".*"))),
         )
-            .prop_map(|(open, timestamp, uuid, id)| FlowEvent {
+            .prop_map(|(open, timestamp, uuid, id, netns)| FlowEvent {
                 kind: if open {
                     EventKind::Open
                 } else {
@@ -580,6 +603,13 @@ mod tests {
                 timestamp,
                 uuid,
                 id,
+                netns: netns.map(|(inode, pod_name)| {
+                    Arc::new(NetnsTag {
+                        inode,
+                        pod_name,
+                        ..NetnsTag::default()
+                    })
+                }),
             })
     }
 

@@ -148,6 +148,11 @@ pub struct Metrics {
     pub event_clients_refused: IntCounter,
     /// `tcpinfo_connections_tracked`: connections in the cache now.
     pub connections_tracked: IntGauge,
+    /// `tcpinfo_netns_watched`: network namespaces watched now (`--netns`).
+    pub netns_watched: IntGauge,
+    /// `tcpinfo_netns_open_failures_total`: namespaces found whose sockets could not be opened
+    /// (retried at the next discovery).
+    pub netns_open_failures: IntCounter,
     /// `tcpinfo_late_destroys_total`: destroy notifications that arrived after their connection
     /// was closed without one (its final record is not archived: the file is finished).
     pub late_destroys: IntCounter,
@@ -330,6 +335,16 @@ impl Metrics {
                 &r,
                 "tcpinfo_connections_tracked",
                 "Number of connections currently tracked.",
+            )?,
+            netns_watched: gauge(
+                &r,
+                "tcpinfo_netns_watched",
+                "Number of network namespaces watched.",
+            )?,
+            netns_open_failures: counter(
+                &r,
+                "tcpinfo_netns_open_failures_total",
+                "Number of times a network namespace was found but its sockets could not be opened.",
             )?,
             late_destroys: counter(
                 &r,

@@ -566,6 +566,8 @@ fn new_metrics_are_exported_under_new_names() {
             &[],
         ),
         ("tcpinfo_connections_tracked", "gauge", None, &[]),
+        ("tcpinfo_netns_watched", "gauge", None, &[]),
+        ("tcpinfo_netns_open_failures_total", "counter", None, &[]),
         ("tcpinfo_mode", "gauge", Some("mode"), &["ebpf"]),
     ];
     for &(name, kind, label, values) in table {

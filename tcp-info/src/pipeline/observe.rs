@@ -6,7 +6,8 @@ use crate::events::EventKind;
 use crate::exclude::{Excluded, Exclusions};
 use crate::metrics::rates::{CycleBytes, RateAccounting};
 use crate::metrics::{ExactQueryOutcome, ExclusionReason, Metrics, Source, Unmarked};
-use crate::record::{ArchivalRecord, Attributes, ParsedPayload, Timestamp};
+use crate::namespaces::{self, NetnsId, NetnsSweep};
+use crate::record::{ArchivalRecord, Attributes, NetnsTag, ParsedPayload, Timestamp};
 use crate::sockdiag::{Checked, ExactReply, ExactTarget, Family, FamilyDump, Payloads};
 use crate::tcpinfo;
 use crate::uuid::Prefix;
@@ -66,6 +67,40 @@ pub struct PipelineConfig {
     /// eBPF mode: marks report changes and sweeps are the safety net, so every record a sweep
     /// writes is one no mark reported (`tcpinfo_ebpf_unmarked_changes_total`).
     pub safety_net: bool,
+    /// The daemon's own network namespace: known from the start; the others are added and
+    /// removed as the namespace watcher finds them.
+    pub own_netns: NetnsId,
+    /// Whether socket cookies are unique across namespaces (Linux ≥ 5.12); if not, other
+    /// namespaces' connections get keys of their own (see [`namespaces::connection_key`]).
+    pub global_cookies: bool,
+    /// `--netns.attribution`: archives' Metadata lines and events carry the `Netns` key.
+    pub attribution: bool,
+}
+
+impl PipelineConfig {
+    /// Settings for the daemon's own namespace alone, without attribution: upstream's
+    /// behaviour.
+    pub fn new(exclusions: Exclusions, prefix: Prefix) -> Self {
+        Self {
+            exclusions,
+            prefix,
+            close_grace: Duration::ZERO,
+            safety_net: false,
+            own_netns: 0,
+            global_cookies: true,
+            attribution: false,
+        }
+    }
+}
+
+/// A watched namespace, as the pipeline knows it.
+struct Space {
+    tag: Arc<NetnsTag>,
+    /// Exact queries confirming closes in this namespace.
+    lookup: Option<Box<dyn Lookup>>,
+    /// Whether a sweep covered it yet (its first sweep finds what existed before it was
+    /// watched: no mark could have reported that).
+    swept: bool,
 }
 
 /// What the cache keeps per connection: the previous poll's record (SPEC §6.1) and the last
@@ -73,6 +108,8 @@ pub struct PipelineConfig {
 #[derive(Debug)]
 struct Conn {
     last: ArchivalRecord,
+    /// Its network namespace.
+    netns: NetnsId,
     /// The sweep cycle that last saw it (0 = only seen by another source).
     seen: u64,
     sent: u64,
@@ -105,8 +142,8 @@ pub struct Pipeline<A, E> {
     cache: HashMap<u64, Conn>,
     /// Cookies of ended connections that a late record must not reopen.
     tombstones: HashMap<u64, Tombstone>,
-    /// Exact queries confirming a connection is gone before it is closed (SPEC §13).
-    lookup: Option<Box<dyn Lookup>>,
+    /// The watched namespaces; records of others are dropped.
+    spaces: HashMap<NetnsId, Space>,
     cycle: u64,
     last_cycle_end: Option<Instant>,
     /// Bytes sent and received by connections ended since the last rate sample.
@@ -117,7 +154,16 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
     /// A pipeline writing to `archive` and `events`.
     pub fn new(config: PipelineConfig, archive: A, events: E, metrics: Arc<Metrics>) -> Self {
         let rates = RateAccounting::new(&metrics);
+        let own = Space {
+            tag: Arc::new(NetnsTag {
+                inode: config.own_netns,
+                ..NetnsTag::default()
+            }),
+            lookup: None,
+            swept: false,
+        };
         Self {
+            spaces: HashMap::from([(config.own_netns, own)]),
             config,
             archive,
             events,
@@ -125,19 +171,56 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
             rates,
             cache: HashMap::new(),
             tombstones: HashMap::new(),
-            lookup: None,
             cycle: 0,
             last_cycle_end: None,
             ended: (0, 0),
         }
     }
 
-    /// Confirms with `lookup` that a connection is gone before closing it: one the sweeps stopped
-    /// listing but an exact query still finds is recorded and kept open.
+    /// Confirms with `lookup` that a connection of the own namespace is gone before closing
+    /// it: one the sweeps stopped listing but an exact query still finds is recorded and kept
+    /// open.
     #[must_use]
     pub fn with_lookup(mut self, lookup: Box<dyn Lookup>) -> Self {
-        self.lookup = Some(lookup);
+        if let Some(own) = self.spaces.get_mut(&self.config.own_netns) {
+            own.lookup = Some(lookup);
+        }
         self
+    }
+
+    /// Starts accepting records of `netns` (or updates its tag and lookup), tagged `tag`,
+    /// confirming its closes with `lookup`.
+    pub fn add_namespace(
+        &mut self,
+        netns: NetnsId,
+        tag: Arc<NetnsTag>,
+        lookup: Option<Box<dyn Lookup>>,
+    ) {
+        tracing::info!(netns, owner = ?tag, "watching a network namespace");
+        let swept = self.spaces.get(&netns).is_some_and(|s| s.swept);
+        self.spaces.insert(netns, Space { tag, lookup, swept });
+        self.metrics.netns_watched.set(self.spaces.len() as i64);
+    }
+
+    /// A namespace went away: each of its connections ends now, as upstream ends a connection
+    /// a sweep no longer lists (its final records came first, through the close source), and
+    /// its records are no longer accepted.
+    pub fn remove_namespace(&mut self, netns: NetnsId, now: Instant) {
+        let timestamp = Timestamp::now();
+        let ended: Vec<u64> = self
+            .cache
+            .iter()
+            .filter_map(|(&key, conn)| (conn.netns == netns).then_some(key))
+            .collect();
+        tracing::info!(netns, connections = ended.len(), "network namespace gone");
+        for key in ended {
+            self.end(key, timestamp, now);
+        }
+        self.spaces.remove(&netns);
+        self.metrics.netns_watched.set(self.spaces.len() as i64);
+        self.metrics
+            .connections_tracked
+            .set(self.cache.len() as i64);
     }
 
     /// Number of connections in the cache.
@@ -165,26 +248,48 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
         (self.archive, self.events)
     }
 
-    /// Handles one sweep cycle: each family's dump result with the time it completed. A
-    /// family whose dump failed keeps its previous state: none of its connections is closed
-    /// this cycle (D12).
+    /// Handles one sweep cycle of the own namespace (see [`Self::sweep_namespaces`]).
     pub fn sweep(&mut self, families: &[FamilyDump], now: Instant) {
+        let netns = self.config.own_netns;
+        self.sweep_parts(&[(netns, families)], now);
+    }
+
+    /// Handles one sweep cycle: for each namespace swept, each family's dump result with the
+    /// time it completed. Only connections of these namespaces can be found missing, and a
+    /// family whose dump failed keeps its previous state: none of its connections in that
+    /// namespace is closed this cycle (D12).
+    pub fn sweep_namespaces(&mut self, sweeps: &[NetnsSweep], now: Instant) {
+        let parts: Vec<(NetnsId, &[FamilyDump])> = sweeps
+            .iter()
+            .map(|s| (s.netns, s.families.as_slice()))
+            .collect();
+        self.sweep_parts(&parts, now);
+    }
+
+    fn sweep_parts(&mut self, parts: &[(NetnsId, &[FamilyDump])], now: Instant) {
         self.cycle += 1;
         let cycle = self.cycle;
         let mut bytes = CycleBytes::default();
-        let mut failed = [false; 2];
+        // Per namespace swept: whether each family's dump failed.
+        let mut failed: HashMap<NetnsId, [bool; 2]> = HashMap::with_capacity(parts.len());
         let mut rate_second = None;
-        for dump in families {
-            let (family, timestamp) = (dump.family, dump.timestamp);
-            let Some(payloads) = &dump.payloads else {
-                failed[usize::from(family == Family::Inet)] = true;
-                continue;
-            };
-            if family == Family::Inet {
-                rate_second = Some(timestamp.unix_secs());
+        for &(netns, families) in parts {
+            let failed = failed.entry(netns).or_default();
+            for dump in families {
+                let (family, timestamp) = (dump.family, dump.timestamp);
+                let Some(payloads) = &dump.payloads else {
+                    failed[usize::from(family == Family::Inet)] = true;
+                    continue;
+                };
+                if family == Family::Inet {
+                    rate_second = Some(timestamp.unix_secs());
+                }
+                for payload in payloads {
+                    self.observe(payload, netns, timestamp, Source::Sweep, now);
+                }
             }
-            for payload in payloads {
-                self.observe(payload, timestamp, Source::Sweep, now);
+            if let Some(space) = self.spaces.get_mut(&netns) {
+                space.swept = true;
             }
         }
         // In eBPF mode rates are accounted every second by `tick`, sweeps being rare.
@@ -200,7 +305,10 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
         let grace = self.config.close_grace;
         let mut gone = Vec::new();
         for (&cookie, conn) in &mut self.cache {
-            if conn.seen != cycle && !failed[usize::from(conn.last.raw_idm()[0] == AF_INET)] {
+            let family_failed = failed
+                .get(&conn.netns)
+                .is_none_or(|f| f[usize::from(conn.last.raw_idm()[0] == AF_INET)]);
+            if conn.seen != cycle && !family_failed {
                 let (since, at) = *conn.missing_since.get_or_insert((now, detected));
                 if now.saturating_duration_since(since) >= grace {
                     gone.push((cookie, at));
@@ -234,11 +342,18 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
     }
 
     /// Handles the current records of sockets the eBPF programs marked (exact-query replies
-    /// already checked against their targets): archived if changed, like a sweep's, but no
-    /// connection is closed for being absent.
-    pub fn refreshed(&mut self, payloads: &Payloads, timestamp: Timestamp, now: Instant) {
-        for payload in payloads {
-            self.observe(payload, timestamp, Source::Ebpf, now);
+    /// already checked against their targets), by namespace: archived if changed, like a
+    /// sweep's, but no connection is closed for being absent.
+    pub fn refreshed(
+        &mut self,
+        batches: &[(NetnsId, Payloads)],
+        timestamp: Timestamp,
+        now: Instant,
+    ) {
+        for (netns, payloads) in batches {
+            for payload in payloads {
+                self.observe(payload, *netns, timestamp, Source::Ebpf, now);
+            }
         }
         self.metrics
             .connections_tracked
@@ -248,9 +363,15 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
     /// Handles destroy notifications: each payload is its socket's last state. It is archived
     /// if it differs from the previous record (so even a connection shorter than the poll
     /// interval gets a file with exact final counters), then the connection ends at once.
-    pub fn destroyed(&mut self, payloads: &Payloads, timestamp: Timestamp, now: Instant) {
+    pub fn destroyed(
+        &mut self,
+        netns: NetnsId,
+        payloads: &Payloads,
+        timestamp: Timestamp,
+        now: Instant,
+    ) {
         for payload in payloads {
-            if let Some(cookie) = self.observe(payload, timestamp, Source::Close, now) {
+            if let Some(cookie) = self.observe(payload, netns, timestamp, Source::Close, now) {
                 self.end(cookie, timestamp, now);
                 self.bury(cookie, Ended::Destroyed, now);
             }
@@ -297,11 +418,14 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
         self.metrics.connections_tracked.set(0);
     }
 
-    /// Exclusion, record building and change detection for one payload. Returns the cookie of
-    /// the connection if the payload was accepted (not excluded, well-formed, not destroyed).
+    /// Exclusion, record building and change detection for one payload of namespace `netns`.
+    /// Returns the key of the connection (its cookie, see [`namespaces::connection_key`]) if
+    /// the payload was accepted (not excluded, well-formed, not destroyed, of a watched
+    /// namespace).
     fn observe(
         &mut self,
         payload: &[u8],
+        netns: NetnsId,
         timestamp: Timestamp,
         source: Source,
         now: Instant,
@@ -321,10 +445,21 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
             self.metrics.excluded.get(exclusion_label(reason)).inc();
             return None;
         }
-        let cookie = idm.cookie();
-        if cookie == 0 {
+        if idm.cookie() == 0 {
             return None;
         }
+        let Some(space) = self.spaces.get(&netns) else {
+            // In flight when its namespace was removed.
+            tracing::debug!(netns, "record of a namespace no longer watched dropped");
+            return None;
+        };
+        let (tag, first_sweep) = (Arc::clone(&space.tag), !space.swept);
+        let cookie = namespaces::connection_key(
+            self.config.global_cookies,
+            self.config.own_netns,
+            netns,
+            idm.cookie(),
+        );
         if let Some(tombstone) = self.tombstones.get(&cookie) {
             if source == Source::Close && tombstone.ended == Ended::WithoutDestroy {
                 // The final record of a connection already closed: its file is finished and
@@ -378,15 +513,17 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
         // cached record and build nothing (the common case of a sweep).
         let record = change.is_change().then(|| {
             let record = parsed.to_record(timestamp);
+            let tag = self.config.attribution.then_some(&tag);
             if change == Change::PreviousWasNil {
                 let uuid = self.config.prefix.uuid(cookie);
-                self.events.open(record.timestamp, &uuid, &idm);
+                self.events.open(record.timestamp, &uuid, &idm, tag);
                 self.metrics.flow_events.get(EventKind::Open).inc();
             }
             self.metrics.snapshots.inc();
             self.metrics.records.get(source).inc();
-            // The first sweep records what existed before the daemon: no mark could have.
-            if source == Source::Sweep && self.config.safety_net && self.cycle > 1 {
+            // The first sweep of a namespace records what existed before it was watched: no
+            // mark could have.
+            if source == Source::Sweep && self.config.safety_net && !first_sweep {
                 let kind = if change == Change::PreviousWasNil {
                     Unmarked::New
                 } else {
@@ -394,7 +531,7 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
                 };
                 self.metrics.unmarked_changes.get(kind).inc();
             }
-            if let Err(e) = self.archive.write(cookie, &record, now) {
+            if let Err(e) = self.archive.write(cookie, &record, tag, now) {
                 tracing::warn!(cookie, error = %e, "archiving a record failed");
             }
             record
@@ -414,6 +551,7 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
                     cookie,
                     Conn {
                         last,
+                        netns,
                         seen,
                         sent: sent.unwrap_or(0),
                         received: received.unwrap_or(0),
@@ -443,12 +581,35 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
     }
 
     /// Of the connections about to be closed because the sweeps stopped listing them, keeps
-    /// those an exact query still finds in a listed state (recording what it found, as a sweep
-    /// would) and those it could not ask about (the query failed: they wait for the next
-    /// sweep), and returns the others. Without a lookup all are returned: closing is upstream's
-    /// behaviour.
+    /// those an exact query (in their namespace) still finds in a listed state (recording what
+    /// it found, as a sweep would) and those it could not ask about (the query failed: they
+    /// wait for the next sweep), and returns the others. Without a lookup all are returned:
+    /// closing is upstream's behaviour.
     fn confirm_gone(&mut self, gone: Vec<(u64, Timestamp)>, now: Instant) -> Vec<(u64, Timestamp)> {
-        let Some(lookup) = self.lookup.as_mut() else {
+        let mut by_netns: HashMap<NetnsId, Vec<(u64, Timestamp)>> = HashMap::new();
+        for (key, at) in gone {
+            let netns = self
+                .cache
+                .get(&key)
+                .map_or(self.config.own_netns, |c| c.netns);
+            by_netns.entry(netns).or_default().push((key, at));
+        }
+        let mut confirmed = Vec::new();
+        for (netns, gone) in by_netns {
+            confirmed.extend(self.confirm_gone_in(netns, gone, now));
+        }
+        confirmed
+    }
+
+    /// [`Self::confirm_gone`] for the connections of one namespace.
+    fn confirm_gone_in(
+        &mut self,
+        netns: NetnsId,
+        gone: Vec<(u64, Timestamp)>,
+        now: Instant,
+    ) -> Vec<(u64, Timestamp)> {
+        // Taken out while its replies are observed (which needs `self`), then put back.
+        let Some(mut lookup) = self.spaces.get_mut(&netns).and_then(|s| s.lookup.take()) else {
             return gone;
         };
         let targets: Vec<Option<ExactTarget>> = gone
@@ -463,12 +624,17 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
             .enumerate()
             .filter_map(|(slot, t)| Some((slot, (*t)?)))
             .unzip();
+        let mut replies: Vec<ExactReply> = Vec::with_capacity(queried.len());
+        if !queried.is_empty()
+            && let Err(e) = lookup.lookup(&queried, &mut replies)
+        {
+            tracing::warn!(netns, error = %e, "exact queries confirming closes failed; retried next sweep");
+        }
+        if let Some(space) = self.spaces.get_mut(&netns) {
+            space.lookup = Some(lookup);
+        }
         if queried.is_empty() {
             return gone;
-        }
-        let mut replies: Vec<ExactReply> = Vec::with_capacity(queried.len());
-        if let Err(e) = lookup.lookup(&queried, &mut replies) {
-            tracing::warn!(error = %e, "exact queries confirming closes failed; retried next sweep");
         }
         let timestamp = Timestamp::now();
         // Kept unless a reply says gone: a connection nobody could ask about stays open.
@@ -486,7 +652,7 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
             let outcome = match target.check(&reply.outcome) {
                 Checked::Live(payload) => {
                     keep[slot] = self
-                        .observe(payload, timestamp, Source::Confirm, now)
+                        .observe(payload, netns, timestamp, Source::Confirm, now)
                         .is_some();
                     ExactQueryOutcome::Found
                 }
@@ -515,7 +681,12 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
         self.ended.0 = self.ended.0.saturating_add(conn.sent);
         self.ended.1 = self.ended.1.saturating_add(conn.received);
         let uuid = self.config.prefix.uuid(cookie);
-        self.events.close(timestamp, &uuid);
+        let tag = self
+            .spaces
+            .get(&conn.netns)
+            .filter(|_| self.config.attribution)
+            .map(|s| &s.tag);
+        self.events.close(timestamp, &uuid, tag);
         self.metrics.flow_events.get(EventKind::Close).inc();
         self.archive.close(cookie, now);
         Some(conn)

@@ -1,16 +1,24 @@
 //! Where the pipeline's decisions go. The daemon plugs in the saver and the event server; tests
 //! plug in recorders.
 
-use crate::record::{ArchivalRecord, Timestamp};
+use crate::record::{ArchivalRecord, NetnsTag, Timestamp};
 use crate::sockdiag::{DiagSocket, ExactReply, ExactTarget};
 use crate::wire::inet_diag::InetDiagMsg;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Receives the records to archive, per connection.
 pub trait ArchiveSink {
     /// Archives `record` for connection `cookie`; the first call for a cookie starts the
-    /// connection. Errors are the sink's to count; the pipeline only logs them.
-    fn write(&mut self, cookie: u64, record: &ArchivalRecord, now: Instant) -> Result<(), String>;
+    /// connection. `netns` (`--netns.attribution`) goes into its files' Metadata lines. Errors
+    /// are the sink's to count; the pipeline only logs them.
+    fn write(
+        &mut self,
+        cookie: u64,
+        record: &ArchivalRecord,
+        netns: Option<&Arc<NetnsTag>>,
+        now: Instant,
+    ) -> Result<(), String>;
     /// Ends connection `cookie`: its file is finished and closed.
     fn close(&mut self, cookie: u64, now: Instant);
     /// Housekeeping: flush overdue data, close segments that reached their rotation age.
@@ -21,10 +29,17 @@ pub trait ArchiveSink {
 
 /// Receives connection open/close events.
 pub trait EventSink {
-    /// A connection was seen for the first time; `first` is its first record's RawIDM.
-    fn open(&self, timestamp: Timestamp, uuid: &str, first: &InetDiagMsg<'_>);
+    /// A connection was seen for the first time; `first` is its first record's RawIDM;
+    /// `netns` is its namespace's tag when events carry one (`--netns.attribution`).
+    fn open(
+        &self,
+        timestamp: Timestamp,
+        uuid: &str,
+        first: &InetDiagMsg<'_>,
+        netns: Option<&Arc<NetnsTag>>,
+    );
     /// A connection ended.
-    fn close(&self, timestamp: Timestamp, uuid: &str);
+    fn close(&self, timestamp: Timestamp, uuid: &str, netns: Option<&Arc<NetnsTag>>);
 }
 
 /// An event sink that drops everything (no event socket configured).
@@ -32,8 +47,8 @@ pub trait EventSink {
 pub struct NoEvents;
 
 impl EventSink for NoEvents {
-    fn open(&self, _: Timestamp, _: &str, _: &InetDiagMsg<'_>) {}
-    fn close(&self, _: Timestamp, _: &str) {}
+    fn open(&self, _: Timestamp, _: &str, _: &InetDiagMsg<'_>, _: Option<&Arc<NetnsTag>>) {}
+    fn close(&self, _: Timestamp, _: &str, _: Option<&Arc<NetnsTag>>) {}
 }
 
 /// Asks the kernel about particular sockets now, with exact sock_diag queries (SPEC §13). The

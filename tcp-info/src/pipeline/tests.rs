@@ -3,7 +3,8 @@
 use super::{ArchiveSink, EventSink, Lookup, Pipeline, PipelineConfig};
 use crate::exclude::Exclusions;
 use crate::metrics::{ErrorType, ExactQueryOutcome as Q, Metrics};
-use crate::record::{ArchivalRecord, Timestamp};
+use crate::namespaces::NetnsSweep;
+use crate::record::{ArchivalRecord, NetnsTag, Timestamp};
 use crate::sockdiag::{ExactOutcome, ExactReply, ExactTarget, Family, FamilyDump, Payloads};
 use crate::uuid::Prefix;
 use crate::wire::inet_diag::{AF_INET, AF_INET6, InetDiagMsg};
@@ -23,10 +24,21 @@ enum Seen {
 }
 
 type Log = Rc<RefCell<Vec<Seen>>>;
+/// The `Netns` tags the sinks were given: (what, key or UUID, inode of the tag).
+type Tags = Rc<RefCell<Vec<(&'static str, String, Option<u32>)>>>;
 
-struct Archive(Log);
+struct Archive(Log, Tags);
 impl ArchiveSink for Archive {
-    fn write(&mut self, cookie: u64, record: &ArchivalRecord, _: Instant) -> Result<(), String> {
+    fn write(
+        &mut self,
+        cookie: u64,
+        record: &ArchivalRecord,
+        netns: Option<&Arc<NetnsTag>>,
+        _: Instant,
+    ) -> Result<(), String> {
+        self.1
+            .borrow_mut()
+            .push(("write", format!("{cookie:x}"), netns.map(|t| t.inode)));
         let acked = record
             .attribute(2)
             .map_or(0, |i| crate::tcpinfo::TcpInfo::decode(i).bytes_acked);
@@ -44,12 +56,18 @@ impl ArchiveSink for Archive {
     }
 }
 
-struct Events(Log);
+struct Events(Log, Tags);
 impl EventSink for Events {
-    fn open(&self, _: Timestamp, uuid: &str, _: &InetDiagMsg<'_>) {
+    fn open(&self, _: Timestamp, uuid: &str, _: &InetDiagMsg<'_>, netns: Option<&Arc<NetnsTag>>) {
+        self.1
+            .borrow_mut()
+            .push(("open", uuid.to_owned(), netns.map(|t| t.inode)));
         self.0.borrow_mut().push(Seen::Open(uuid.to_owned()));
     }
-    fn close(&self, _: Timestamp, uuid: &str) {
+    fn close(&self, _: Timestamp, uuid: &str, netns: Option<&Arc<NetnsTag>>) {
+        self.1
+            .borrow_mut()
+            .push(("close", uuid.to_owned(), netns.map(|t| t.inode)));
         self.0.borrow_mut().push(Seen::Closed(uuid.to_owned()));
     }
 }
@@ -78,21 +96,39 @@ fn payload(cookie: u64, state: u8, acked: u64, family: u8) -> Vec<u8> {
 }
 
 fn pipeline(grace: Duration) -> (Pipeline<Archive, Events>, Log, Arc<Metrics>) {
+    let (o, log, _, metrics) = pipeline_with(grace, OWN, true, false);
+    (o, log, metrics)
+}
+
+/// The own namespace of the tests' pipelines.
+const OWN: u32 = 0xF000_0001;
+
+/// A pipeline with the own namespace `own`, cookies global or not, attribution on or off;
+/// also returns the tags its sinks were given.
+fn pipeline_with(
+    grace: Duration,
+    own: u32,
+    global_cookies: bool,
+    attribution: bool,
+) -> (Pipeline<Archive, Events>, Log, Tags, Arc<Metrics>) {
     let log: Log = Rc::default();
+    let tags: Tags = Rc::default();
     let metrics = Arc::new(Metrics::new("abc").unwrap());
-    let config = PipelineConfig {
-        exclusions: Exclusions::new(true, &[22], &[]),
-        prefix: Prefix::from_bytes(b"host_1".to_vec()).unwrap(),
-        close_grace: grace,
-        safety_net: false,
-    };
+    let mut config = PipelineConfig::new(
+        Exclusions::new(true, &[22], &[]),
+        Prefix::from_bytes(b"host_1".to_vec()).unwrap(),
+    );
+    config.close_grace = grace;
+    config.own_netns = own;
+    config.global_cookies = global_cookies;
+    config.attribution = attribution;
     let o = Pipeline::new(
         config,
-        Archive(Rc::clone(&log)),
-        Events(Rc::clone(&log)),
+        Archive(Rc::clone(&log), Rc::clone(&tags)),
+        Events(Rc::clone(&log), Rc::clone(&tags)),
         Arc::clone(&metrics),
     );
-    (o, log, metrics)
+    (o, log, tags, metrics)
 }
 
 /// One family's dump as the tests write it: payloads as a slice, `None` for a failed dump.
@@ -113,7 +149,7 @@ fn sweep(o: &mut Pipeline<Archive, Events>, families: &[Dump<'_>], now: Instant)
 
 /// [`Pipeline::destroyed`] with the payloads given as a slice.
 fn destroyed(o: &mut Pipeline<Archive, Events>, payloads: &[Vec<u8>], t: Timestamp, now: Instant) {
-    o.destroyed(&Payloads::from_iter(payloads), t, now);
+    o.destroyed(OWN, &Payloads::from_iter(payloads), t, now);
 }
 
 fn take(log: &Log) -> Vec<Seen> {
@@ -473,4 +509,170 @@ fn shutdown_closes_everything() {
         2
     );
     assert_eq!(seen.last(), Some(&Seen::Shutdown));
+}
+
+/// A namespace sweep of one family's payloads.
+fn ns_sweep(netns: u32, payloads: Option<&[Vec<u8>]>, t: Timestamp) -> NetnsSweep {
+    NetnsSweep {
+        netns,
+        families: vec![FamilyDump {
+            family: Family::Inet,
+            payloads: payloads.map(Payloads::from_iter),
+            timestamp: t,
+        }],
+    }
+}
+
+fn tag(inode: u32, pod: &str) -> Arc<NetnsTag> {
+    Arc::new(NetnsTag {
+        inode,
+        pod_name: Some(pod.into()),
+        ..NetnsTag::default()
+    })
+}
+
+const POD_A: u32 = 0xF000_00A0;
+const POD_B: u32 = 0xF000_00B0;
+
+#[test]
+fn a_sweep_closes_only_connections_of_the_namespaces_it_covers() {
+    let (mut o, log, _, _) = pipeline_with(Duration::ZERO, OWN, true, false);
+    o.add_namespace(POD_A, tag(POD_A, "a"), None);
+    let t = Timestamp::now();
+    let now = Instant::now();
+    let own = [payload(1, 1, 1, AF_INET)];
+    let pod = [payload(2, 1, 1, AF_INET)];
+    o.sweep_namespaces(
+        &[ns_sweep(OWN, Some(&own), t), ns_sweep(POD_A, Some(&pod), t)],
+        now,
+    );
+    assert_eq!(o.tracked(), 2);
+    take(&log);
+    // A sweep of the pod alone (just added, say) does not close the own namespace's.
+    o.sweep_namespaces(&[ns_sweep(POD_A, Some(&pod), t)], now);
+    assert_eq!(take(&log), []);
+    // A failed dump of the pod keeps its connection; an empty own dump closes the own one.
+    o.sweep_namespaces(
+        &[ns_sweep(OWN, Some(&[]), t), ns_sweep(POD_A, None, t)],
+        now,
+    );
+    assert_eq!(
+        take(&log),
+        [
+            Seen::Closed("host_1_0000000000000001".into()),
+            Seen::Close(1)
+        ]
+    );
+    assert_eq!(o.tracked(), 1);
+}
+
+#[test]
+fn a_removed_namespace_ends_its_connections_and_its_late_records_are_dropped() {
+    let (mut o, log, _, metrics) = pipeline_with(Duration::ZERO, OWN, true, false);
+    o.add_namespace(POD_A, tag(POD_A, "a"), None);
+    o.add_namespace(POD_B, tag(POD_B, "b"), None);
+    assert_eq!(metrics.netns_watched.get(), 3);
+    let t = Timestamp::now();
+    let now = Instant::now();
+    let a = [payload(0x10, 1, 1, AF_INET), payload(0x11, 1, 1, AF_INET)];
+    let b = [payload(0x20, 1, 1, AF_INET)];
+    o.sweep_namespaces(
+        &[ns_sweep(POD_A, Some(&a), t), ns_sweep(POD_B, Some(&b), t)],
+        now,
+    );
+    take(&log);
+    // Its last destroy notification first, then the namespace goes.
+    o.destroyed(POD_A, &Payloads::from_iter(&a[..1]), t, now);
+    o.remove_namespace(POD_A, now);
+    let mut seen = take(&log);
+    seen.sort_by_key(|s| format!("{s:?}"));
+    assert_eq!(
+        seen,
+        [
+            Seen::Close(0x10),
+            Seen::Close(0x11),
+            Seen::Closed("host_1_0000000000000010".into()),
+            Seen::Closed("host_1_0000000000000011".into()),
+        ]
+    );
+    assert_eq!(o.tracked(), 1);
+    assert_eq!(metrics.netns_watched.get(), 2);
+    // A sweep of it still in flight changes nothing; the other namespace is untouched.
+    o.sweep_namespaces(&[ns_sweep(POD_A, Some(&a), t)], now);
+    o.refreshed(&[(POD_A, Payloads::from_iter(&a))], t, now);
+    assert_eq!(take(&log), []);
+    assert_eq!(o.tracked(), 1);
+}
+
+#[test]
+fn records_of_unknown_namespaces_are_dropped() {
+    let (mut o, log, _, _) = pipeline_with(Duration::ZERO, OWN, true, false);
+    let t = Timestamp::now();
+    o.refreshed(
+        &[(POD_A, Payloads::from_iter(&[payload(5, 1, 1, AF_INET)]))],
+        t,
+        Instant::now(),
+    );
+    o.destroyed(
+        POD_B,
+        &Payloads::from_iter(&[payload(6, 7, 1, AF_INET)]),
+        t,
+        Instant::now(),
+    );
+    assert_eq!(take(&log), []);
+    assert_eq!(o.tracked(), 0);
+}
+
+#[test]
+fn attribution_tags_files_and_events_only_when_asked() {
+    for attribution in [false, true] {
+        let (mut o, _, tags, _) = pipeline_with(Duration::ZERO, OWN, true, attribution);
+        o.add_namespace(POD_A, tag(POD_A, "a"), None);
+        let t = Timestamp::now();
+        let now = Instant::now();
+        let a = [payload(0x10, 1, 1, AF_INET)];
+        o.sweep_namespaces(&[ns_sweep(POD_A, Some(&a), t)], now);
+        o.remove_namespace(POD_A, now);
+        let want = attribution.then_some(POD_A);
+        assert_eq!(
+            *tags.borrow(),
+            [
+                ("open", "host_1_0000000000000010".to_owned(), want),
+                ("write", "10".to_owned(), want),
+                ("close", "host_1_0000000000000010".to_owned(), want),
+            ],
+            "attribution {attribution}"
+        );
+    }
+}
+
+#[test]
+fn without_global_cookies_other_namespaces_get_keys_of_their_own() {
+    let (mut o, log, _, _) = pipeline_with(Duration::ZERO, OWN, false, false);
+    o.add_namespace(POD_A, tag(POD_A, "a"), None);
+    o.add_namespace(POD_B, tag(POD_B, "b"), None);
+    let t = Timestamp::now();
+    // The same cookie in three namespaces: three connections, three UUIDs.
+    let same = [payload(5, 1, 1, AF_INET)];
+    o.sweep_namespaces(
+        &[
+            ns_sweep(OWN, Some(&same), t),
+            ns_sweep(POD_A, Some(&same), t),
+            ns_sweep(POD_B, Some(&same), t),
+        ],
+        Instant::now(),
+    );
+    assert_eq!(o.tracked(), 3);
+    let opens: Vec<Seen> = take(&log)
+        .into_iter()
+        .filter(|s| matches!(s, Seen::Open(_)))
+        .collect();
+    assert_eq!(
+        opens,
+        [
+            Seen::Open("host_1_0000000000000005".into()),
+            Seen::Open("host_1_F00000A000000005".into()),
+            Seen::Open("host_1_F00000B000000005".into()),
+        ]
+    );
 }

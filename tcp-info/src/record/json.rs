@@ -2,7 +2,7 @@
 //! `ArchivalRecord` (SPEC §5.4–§5.6), and a decoder as lenient as Go's (keys matched
 //! case-insensitively, unknown keys ignored).
 
-use super::{ArchivalRecord, Metadata, Timestamp};
+use super::{ArchivalRecord, Metadata, NetnsTag, Timestamp};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -63,7 +63,12 @@ impl ArchivalRecord {
             out.extend_from_slice(meta.sequence.to_string().as_bytes());
             out.extend_from_slice(b",\"StartTime\":\"");
             meta.start_time.write_rfc3339(out);
-            out.extend_from_slice(b"\"}");
+            out.push(b'"');
+            if let Some(netns) = &meta.netns {
+                out.extend_from_slice(b",\"Netns\":");
+                netns.write_json(out);
+            }
+            out.push(b'}');
         }
         out.extend_from_slice(b"}\n");
     }
@@ -129,7 +134,7 @@ pub(crate) fn push_go_string(out: &mut Vec<u8>, s: &str) {
 // ---- decoding ----
 
 const RECORD_KEYS: &[&str] = &["Timestamp", "RawIDM", "Attributes", "Metadata"];
-const METADATA_KEYS: &[&str] = &["UUID", "Sequence", "StartTime"];
+const METADATA_KEYS: &[&str] = &["UUID", "Sequence", "StartTime", "Netns"];
 
 struct RecordSeed;
 
@@ -316,10 +321,15 @@ impl<'de> DeserializeSeed<'de> for MetadataSeed {
                         Some(1) => {
                             meta.sequence = map.next_value::<Option<i64>>()?.unwrap_or_default();
                         }
-                        Some(_) => {
+                        Some(2) => {
                             if let Some(t) = map.next_value_seed(Nullable(TimestampSeed))? {
                                 meta.start_time = t;
                             }
+                        }
+                        Some(_) => {
+                            meta.netns = map
+                                .next_value::<Option<NetnsTag>>()?
+                                .map(std::sync::Arc::new);
                         }
                         None => {
                             map.next_value::<IgnoredAny>()?;
@@ -428,6 +438,7 @@ mod tests {
                     uuid,
                     sequence,
                     start_time,
+                    netns: None,
                 })
             });
         prop_oneof![4 => snapshot, 1 => meta]

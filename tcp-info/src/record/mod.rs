@@ -7,6 +7,7 @@
 
 mod build;
 mod json;
+mod netns;
 mod reader;
 mod timestamp;
 mod writer;
@@ -15,6 +16,7 @@ pub use build::{BuildError, DroppedAttributes, INET_DIAG_MAX_TYPE, ParsedPayload
 pub use json::DecodeError;
 #[cfg(feature = "collector")]
 pub(crate) use json::push_go_string;
+pub use netns::NetnsTag;
 pub use reader::{ArchiveReader, ReadError, ReadErrorKind};
 pub use timestamp::{Timestamp, TimestampError};
 pub use writer::{
@@ -30,6 +32,9 @@ pub struct Metadata {
     pub sequence: i64,
     /// Timestamp of the connection's first observed record, the same in every segment.
     pub start_time: Timestamp,
+    /// The opt-in `Netns` key (`--netns.attribution`): written after `StartTime` when set;
+    /// upstream never writes it.
+    pub netns: Option<std::sync::Arc<NetnsTag>>,
 }
 
 /// Read access to a snapshot's `RawIDM` and attribute array, shared by owned records and

@@ -144,6 +144,7 @@ mod tests {
             uuid: "host_1_0000000000000001".into(),
             sequence: 0,
             start_time: Timestamp::from_unix(1, 0).unwrap(),
+            netns: None,
         }));
         w.flush().unwrap();
         let first_frame_len = w.compressed_bytes() as usize;

@@ -80,11 +80,12 @@ pub use paths::{SUFFIX, file_name};
 pub use repair::{Repair, RepairReport, complete_frames_len, repair_file, repair_tree};
 pub use stats::SaverStats;
 
-use crate::record::{ArchivalRecord, FrameCompressor, Metadata, RAW_IDM_LEN, Timestamp};
+use crate::record::{ArchivalRecord, FrameCompressor, Metadata, NetnsTag, RAW_IDM_LEN, Timestamp};
 use resume::Resume;
 use segment::Segment;
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Lines must stay below the ETL scanner's 64 KiB limit (SPEC §5.4, §11.1).
@@ -144,6 +145,9 @@ pub struct Saver {
     compressor: FrameCompressor,
     /// Every tracked connection.
     conns: HashMap<u64, Conn>,
+    /// The `Netns` tag of connections that have one (`--netns.attribution`), for the
+    /// Metadata line of each of their segments.
+    tags: HashMap<u64, Arc<NetnsTag>>,
     /// The open segments, a subset of `conns`.
     segments: HashMap<u64, Segment>,
     /// Segments in the order their buffers became non-empty (when, cookie): the order their
@@ -197,6 +201,7 @@ impl Saver {
             config,
             compressor,
             conns: HashMap::new(),
+            tags: HashMap::new(),
             segments: HashMap::new(),
             flush_queue: VecDeque::new(),
             rotation_queue: VecDeque::new(),
@@ -219,6 +224,18 @@ impl Saver {
         record: &ArchivalRecord,
         now: Instant,
     ) -> Result<WriteOutcome, SaveError> {
+        self.write_tagged(cookie, record, None, now)
+    }
+
+    /// [`Self::write`], with the connection's `Netns` tag: the first record of a connection
+    /// sets it for the Metadata line of every segment of the connection.
+    pub fn write_tagged(
+        &mut self,
+        cookie: u64,
+        record: &ArchivalRecord,
+        netns: Option<&Arc<NetnsTag>>,
+        now: Instant,
+    ) -> Result<WriteOutcome, SaveError> {
         if let Err(e) = self.encode(cookie, record) {
             return Err(self.counted(e));
         }
@@ -227,6 +244,9 @@ impl Saver {
             *conn
         } else {
             outcome.new_connection = true;
+            if let Some(tag) = netns {
+                self.tags.insert(cookie, Arc::clone(tag));
+            }
             let resumed = self.resume.remove(&cookie);
             let conn = Conn {
                 start_time: resumed
@@ -273,6 +293,7 @@ impl Saver {
     /// written) and forgets the connection. Returns whether it was tracked.
     pub fn close(&mut self, cookie: u64) -> Result<bool, SaveError> {
         let tracked = self.conns.remove(&cookie).is_some();
+        self.tags.remove(&cookie);
         self.resume.remove(&cookie);
         match self.segments.remove(&cookie) {
             Some(segment) => self.retire(cookie, segment, End::Connection).map(|()| true),
@@ -465,6 +486,7 @@ impl Saver {
             uuid,
             sequence: i64::from(sequence),
             start_time: conn.start_time,
+            netns: self.tags.get(&cookie).cloned(),
         })
         .write_json_line(&mut self.meta);
         let mut segment = Segment::new(created, now);

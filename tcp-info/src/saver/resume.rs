@@ -62,6 +62,7 @@ mod tests {
             uuid: uuid.to_owned(),
             sequence,
             start_time: start,
+            netns: None,
         }));
         w.finish().unwrap();
     }

@@ -82,6 +82,12 @@ impl DestroyListener {
         netns::in_netns(netns, || Self::open(rcvbuf))?
     }
 
+    /// The socket, to wait on several listeners at once (`poll`); then [`Self::recv`] with a
+    /// zero timeout reads what is queued.
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.sock)
+    }
+
     /// The receive buffer obtained at open time.
     pub fn rcvbuf(&self) -> RcvBuf {
         self.rcvbuf

@@ -1,11 +1,18 @@
 //! The close source: sock_diag TCP destroy notifications (the mechanism behind `ss -E`). Each
 //! carries a socket's final `inet_diag_msg` and `tcp_info`, so every connection, however short,
-//! ends with an exact final record and its file closes at once.
+//! ends with an exact final record and its file closes at once. Notifications are per network
+//! namespace, so there is one listener per watched namespace; one `poll` waits on them all.
+//!
+//! When the namespace watcher removes a namespace, this source reads what its listener still
+//! holds, then tells the pipeline the namespace is gone: its last connections end with their
+//! final records, and only then are the rest closed.
 
 use super::Input;
 use crate::metrics::Metrics;
+use crate::namespaces::{NetnsId, Table};
 use crate::record::Timestamp;
 use crate::sockdiag::{DestroyListener, Payloads, RecvOutcome};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::Duration;
@@ -22,26 +29,92 @@ const MAX_DRAIN_CALLS: usize = 16;
 /// notifications already queued are still read and sent, so that connections that ended before
 /// the stop keep their exact final records.
 pub fn run(
-    mut listener: DestroyListener,
+    mut listeners: Table<DestroyListener>,
     tx: &Sender<Input>,
     stop: &CancellationToken,
     metrics: &Arc<Metrics>,
 ) {
+    let mut ready = Vec::new();
     while !stop.is_cancelled() {
-        match receive(&mut listener, POLL, tx, metrics) {
-            Pass::HungUp => return,
-            Pass::Failed => std::thread::sleep(Duration::from_millis(200)),
-            Pass::Idle | Pass::Received => {}
+        for (netns, mut listener) in listeners.update().removed {
+            if drain(netns, &mut listener, tx, metrics).is_err()
+                || tx.send(Input::NetnsRemoved { netns }).is_err()
+            {
+                return;
+            }
+        }
+        if !wait(&mut listeners, &mut ready) {
+            continue;
+        }
+        let mut failed = false;
+        for &netns in &ready {
+            let Some(listener) = listeners.get_mut(netns) else {
+                continue;
+            };
+            match receive(netns, listener, tx, metrics) {
+                Pass::HungUp => return,
+                Pass::Failed => failed = true,
+                Pass::Idle | Pass::Received => {}
+            }
+        }
+        if failed {
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
-    for _ in 0..MAX_DRAIN_CALLS {
-        if !matches!(
-            receive(&mut listener, Duration::ZERO, tx, metrics),
-            Pass::Received
-        ) {
+    for (netns, listener) in listeners.iter_mut() {
+        if drain(netns, listener, tx, metrics).is_err() {
             return;
         }
     }
+}
+
+/// Waits up to [`POLL`] for any listener to become readable; fills `ready` with their
+/// namespaces and returns whether there are any.
+fn wait(listeners: &mut Table<DestroyListener>, ready: &mut Vec<NetnsId>) -> bool {
+    ready.clear();
+    if listeners.is_empty() {
+        std::thread::sleep(POLL);
+        return false;
+    }
+    let (ids, mut fds): (Vec<NetnsId>, Vec<PollFd<'_>>) = listeners
+        .iter_mut()
+        .map(|(netns, l)| (netns, PollFd::new(l.as_fd(), PollFlags::POLLIN)))
+        .unzip();
+    let timeout = PollTimeout::try_from(POLL.as_millis()).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, timeout) {
+        Ok(0) | Err(nix::errno::Errno::EINTR) => return false,
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "polling the destroy listeners failed; retrying");
+            std::thread::sleep(POLL);
+            return false;
+        }
+    }
+    let readable = fds.iter().map(|fd| fd.any().unwrap_or(true));
+    ready.extend(
+        ids.iter()
+            .zip(readable)
+            .filter_map(|(&id, r)| r.then_some(id)),
+    );
+    !ready.is_empty()
+}
+
+/// Reads and sends the notifications already queued on `listener` (bounded by
+/// [`MAX_DRAIN_CALLS`]); `Err` if the pipeline is gone.
+fn drain(
+    netns: NetnsId,
+    listener: &mut DestroyListener,
+    tx: &Sender<Input>,
+    metrics: &Metrics,
+) -> Result<(), ()> {
+    for _ in 0..MAX_DRAIN_CALLS {
+        match receive(netns, listener, tx, metrics) {
+            Pass::HungUp => return Err(()),
+            Pass::Received => {}
+            Pass::Idle | Pass::Failed => return Ok(()),
+        }
+    }
+    Ok(())
 }
 
 /// What one [`receive`] call did.
@@ -56,15 +129,15 @@ enum Pass {
     HungUp,
 }
 
-/// Waits up to `timeout`, reads what is queued and sends its payloads to the pipeline.
+/// Reads what is queued on `netns`'s listener and sends its payloads to the pipeline.
 fn receive(
+    netns: NetnsId,
     listener: &mut DestroyListener,
-    timeout: Duration,
     tx: &Sender<Input>,
     metrics: &Metrics,
 ) -> Pass {
     let mut payloads = Payloads::new();
-    let pass = match listener.recv(timeout, &mut payloads) {
+    let pass = match listener.recv(Duration::ZERO, &mut payloads) {
         Ok(RecvOutcome::TimedOut) => Pass::Idle,
         Ok(RecvOutcome::Received(_)) => Pass::Received,
         Ok(RecvOutcome::Overrun { received }) => {
@@ -76,7 +149,7 @@ fn receive(
             Pass::Received
         }
         Err(e) => {
-            tracing::error!(error = %e, "destroy listener failed; retrying");
+            tracing::error!(netns, error = %e, "destroy listener failed; retrying");
             Pass::Failed
         }
     };
@@ -84,6 +157,7 @@ fn receive(
         return pass;
     }
     let input = Input::Destroyed {
+        netns,
         payloads,
         timestamp: Timestamp::now(),
     };

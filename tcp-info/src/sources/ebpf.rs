@@ -23,13 +23,18 @@
 //!   to the next round. A burst is thus moved out of the 4 MiB ring long before it fills,
 //!   while a quiet host costs no wake-up at all beyond the rounds'. The rounds, which make
 //!   blocking netlink queries, stay on this source's own thread ([`run`]).
+//! - **Namespaces.** Each mark names its socket's network namespace; the exact query goes to
+//!   that namespace's socket. The programs mark only the namespaces this source watches: when
+//!   the namespace watcher adds one, it is watched from then on and swept at once (its sockets
+//!   from before are recorded by that sweep); when one is removed, its marks are dropped.
 
-use super::sweep::{DumpSizes, sweep_once};
+use super::sweep::{DumpSizes, sweep};
 use super::{Input, Ticker};
-use crate::ebpf::{KernelCounters, MarkRing, Programs};
+use crate::ebpf::{KernelCounters, MarkRing, Programs, error_chain};
 use crate::metrics::{ExactQueryOutcome, KernelDrop, Metrics, SweepKind};
+use crate::namespaces::{NetnsId, Table};
 use crate::record::Timestamp;
-use crate::sockdiag::{Checked, DiagSocket, ExactReply, ExactStats, ExactTarget, Family, Payloads};
+use crate::sockdiag::{Checked, DiagSocket, ExactReply, ExactTarget, Family, Payloads};
 use crate::wire::inet_diag;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -65,8 +70,6 @@ pub struct EbpfConfig {
     /// Inputs (refreshes and sweeps) that may wait for the pipeline; beyond, rounds only merge
     /// marks.
     pub max_queued: usize,
-    /// The inode of the watched network namespace: marks from others are ignored.
-    pub netns: u32,
 }
 
 /// What the source reads from the kernel programs: their counters, their ring buffer, and the
@@ -142,6 +145,8 @@ impl AsRawFd for RingFd {
 /// A socket to query.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
+    /// Its namespace: whose socket asks.
+    netns: NetnsId,
     target: ExactTarget,
     /// Its first and last marks since its last query (`CLOCK_MONOTONIC` ns), `None` for a
     /// follow-up.
@@ -159,15 +164,15 @@ struct Refresher {
     replies: Vec<ExactReply>,
     /// Sockets found through a mark, to query once more when their follow-up is due
     /// (`CLOCK_MONOTONIC` ns: an interval after their last mark).
-    follow_ups: HashMap<u64, (ExactTarget, u64)>,
+    follow_ups: HashMap<u64, (NetnsId, ExactTarget, u64)>,
     counters: KernelCounters,
 }
 
 /// Runs until `stop` is set, the pipeline hangs up, or `reps` rounds ran (then it sends
 /// [`Input::Finished`]).
 pub fn run(
-    kernel: &Kernel,
-    mut socket: DiagSocket,
+    kernel: &mut Kernel,
+    mut sockets: Table<DiagSocket>,
     config: EbpfConfig,
     tx: &Sender<Input>,
     queued: &AtomicUsize,
@@ -182,24 +187,34 @@ pub fn run(
     let mut last_round_end: Option<Instant> = None;
     let interval_ns = u64::try_from(config.interval.as_nanos()).unwrap_or(u64::MAX);
     while !stop.is_cancelled() {
+        let added = state.follow_namespaces(kernel, &mut sockets, &mut sizes);
+        if !added.is_empty() {
+            // Sockets of a new namespace that existed before it was watched, and never change,
+            // are recorded now rather than at the next safety-net sweep.
+            let targets = sockets.iter_mut().filter(|(n, _)| added.contains(n));
+            let dumps = sweep(targets, &mut sizes, SweepKind::SafetyNet, metrics);
+            queued.fetch_add(1, Ordering::AcqRel);
+            if tx.send(Input::Sweep(dumps)).is_err() {
+                return;
+            }
+        }
         let behind = queued.load(Ordering::Acquire) >= config.max_queued;
-        let round = state.round(kernel, &mut socket, config.netns, interval_ns, behind);
-        if let Some(payloads) = round.report(metrics) {
+        let round = state.round(kernel, &mut sockets, interval_ns, behind);
+        if let Some(batches) = round.report(metrics) {
             let timestamp = Timestamp::now();
             queued.fetch_add(1, Ordering::AcqRel);
-            if tx
-                .send(Input::Refreshed {
-                    payloads,
-                    timestamp,
-                })
-                .is_err()
-            {
+            if tx.send(Input::Refreshed { batches, timestamp }).is_err() {
                 return;
             }
         }
         let now = Instant::now();
         if now >= next_safety && queued.load(Ordering::Acquire) < config.max_queued {
-            let dumps = sweep_once(&mut socket, &mut sizes, SweepKind::SafetyNet, metrics);
+            let dumps = sweep(
+                sockets.iter_mut(),
+                &mut sizes,
+                SweepKind::SafetyNet,
+                metrics,
+            );
             queued.fetch_add(1, Ordering::AcqRel);
             if tx.send(Input::Sweep(dumps)).is_err() {
                 return;
@@ -285,13 +300,37 @@ fn pollable(
 }
 
 impl Refresher {
+    /// Applies the namespace watcher's changes: the programs watch added namespaces and stop
+    /// watching removed ones, whose pending queries are dropped. Returns the added ones.
+    fn follow_namespaces(
+        &mut self,
+        kernel: &mut Kernel,
+        sockets: &mut Table<DiagSocket>,
+        sizes: &mut DumpSizes,
+    ) -> Vec<NetnsId> {
+        let applied = sockets.update();
+        for (netns, _socket) in &applied.removed {
+            kernel.programs.unwatch(*netns);
+            sizes.forget(*netns);
+            self.pending.retain(|_, p| p.netns != *netns);
+            self.follow_ups.retain(|_, f| f.0 != *netns);
+        }
+        for &netns in &applied.added {
+            if let Err(e) = kernel.programs.watch(netns) {
+                // A full map (4 096 namespaces): its connections are left to the sweeps.
+                tracing::warn!(netns, error = %error_chain(&e), "cannot watch a namespace with eBPF; safety-net sweeps only");
+            }
+        }
+        applied.added
+    }
+
     /// One round: drain and merge the marks; unless the pipeline is `behind`, add the due
-    /// follow-ups, query every pending socket and check the replies.
+    /// follow-ups, query every pending socket with its namespace's socket and check the
+    /// replies.
     fn round(
         &mut self,
         kernel: &Kernel,
-        socket: &mut DiagSocket,
-        netns: u32,
+        sockets: &mut Table<DiagSocket>,
         interval_ns: u64,
         behind: bool,
     ) -> Round {
@@ -304,7 +343,8 @@ impl Refresher {
         drain_ring(&kernel.ring, &mut self.marks);
         round.marks = self.marks.len();
         for mark in &self.marks {
-            if mark.netns != netns {
+            if sockets.get_mut(mark.netns).is_none() {
+                // A namespace just removed (or not yet added): its sweep covers it.
                 continue;
             }
             let Some(target) = target_of(mark) else {
@@ -312,6 +352,7 @@ impl Refresher {
             };
             let at = mark.marked_ns;
             let entry = self.pending.entry(mark.cookie).or_insert(Pending {
+                netns: mark.netns,
                 target,
                 marked_ns: None,
             });
@@ -322,40 +363,70 @@ impl Refresher {
             return round;
         }
         let now_ns = monotonic_ns();
-        self.follow_ups.retain(|&cookie, &mut (target, due)| {
-            if due > now_ns {
-                return true;
-            }
-            self.pending.entry(cookie).or_insert(Pending {
-                target,
-                marked_ns: None,
+        self.follow_ups
+            .retain(|&cookie, &mut (netns, target, due)| {
+                if due > now_ns {
+                    return true;
+                }
+                self.pending.entry(cookie).or_insert(Pending {
+                    netns,
+                    target,
+                    marked_ns: None,
+                });
+                false
             });
-            false
-        });
         if self.pending.is_empty() {
             return round;
         }
         self.order.clear();
         self.order.extend(self.pending.drain());
+        self.order.sort_unstable_by_key(|(_, p)| p.netns);
+        let mut start = 0;
+        while let Some(&(_, first)) = self.order.get(start) {
+            let len = self.order[start..]
+                .iter()
+                .take_while(|(_, p)| p.netns == first.netns)
+                .count();
+            if let Some(socket) = sockets.get_mut(first.netns) {
+                self.query(socket, start..start + len, interval_ns, &mut round);
+            }
+            start += len;
+        }
+        round
+    }
+
+    /// Queries the pending sockets `self.order[range]`, all of one namespace, with that
+    /// namespace's socket; adds the live ones' records to the round.
+    fn query(
+        &mut self,
+        socket: &mut DiagSocket,
+        range: std::ops::Range<usize>,
+        interval_ns: u64,
+        round: &mut Round,
+    ) {
+        let group = &self.order[range];
+        let netns = group.first().map_or(0, |(_, p)| p.netns);
         self.targets.clear();
-        self.targets
-            .extend(self.order.iter().map(|(_, p)| p.target));
+        self.targets.extend(group.iter().map(|(_, p)| p.target));
         self.replies.clear();
         match socket.query_exact(&self.targets, &mut self.replies) {
-            Ok(stats) => round.stats = Some(stats),
+            Ok(stats) => {
+                round.requests += stats.requests;
+                round.batches += stats.batches;
+            }
             Err(e) => {
-                tracing::warn!(error = %e, targets = self.targets.len(), "exact queries failed");
-                round.failed = self.targets.len();
+                tracing::warn!(netns, error = %e, targets = self.targets.len(), "exact queries failed");
+                round.failed += self.targets.len();
                 // Asked again next round.
-                self.pending.extend(self.order.drain(..));
-                return round;
+                self.pending.extend(group.iter().copied());
+                return;
             }
         }
-        round.targets = self.targets.len();
+        round.targets += self.targets.len();
         let now_ns = monotonic_ns();
         let mut payloads = Payloads::with_capacity(self.replies.len(), self.replies.len() * 1024);
         for reply in &self.replies {
-            let Some(&(cookie, pending)) = self.order.get(reply.index) else {
+            let Some(&(cookie, pending)) = group.get(reply.index) else {
                 continue;
             };
             match pending.target.check(&reply.outcome) {
@@ -365,7 +436,7 @@ impl Refresher {
                     if let Some((first, last)) = pending.marked_ns {
                         round.latencies.push(now_ns.saturating_sub(first));
                         let due = last.saturating_add(interval_ns);
-                        self.follow_ups.insert(cookie, (pending.target, due));
+                        self.follow_ups.insert(cookie, (netns, pending.target, due));
                     }
                 }
                 Checked::Gone => round.gone += 1,
@@ -373,8 +444,9 @@ impl Refresher {
                 Checked::Failed(_) => round.failed += 1,
             }
         }
-        round.payloads = Some(payloads);
-        round
+        if !payloads.is_empty() {
+            round.batches_out.push((netns, payloads));
+        }
     }
 
     /// Adds what the kernel-side counters gained since the last read to the metrics.
@@ -413,29 +485,29 @@ struct Round {
     marks: usize,
     /// Sockets queried.
     targets: usize,
-    stats: Option<ExactStats>,
+    /// Requests sent (re-sends included) and `sendmsg` calls, over every namespace.
+    requests: usize,
+    batches: usize,
     found: u64,
     gone: u64,
     mismatched: u64,
     failed: usize,
     /// Mark-to-reply times (ns) of the marked sockets found.
     latencies: Vec<u64>,
-    /// The live sockets' records, if queries were made.
-    payloads: Option<Payloads>,
+    /// The live sockets' records, by namespace.
+    batches_out: Vec<(NetnsId, Payloads)>,
 }
 
 impl Round {
-    /// Counts the round in the metrics; returns the records to send.
-    fn report(self, metrics: &Metrics) -> Option<Payloads> {
+    /// Counts the round in the metrics; returns the records to send, if any.
+    fn report(self, metrics: &Metrics) -> Option<Vec<(NetnsId, Payloads)>> {
         metrics.marks.inc_by(self.marks as u64);
         let queries = &metrics.exact_queries;
-        if let Some(stats) = self.stats {
-            if stats.batches > 0 {
-                metrics
-                    .exact_batch_size
-                    .observe(stats.requests as f64 / stats.batches as f64);
-            }
-            let resent = stats.requests.saturating_sub(self.targets);
+        if self.batches > 0 {
+            metrics
+                .exact_batch_size
+                .observe(self.requests as f64 / self.batches as f64);
+            let resent = self.requests.saturating_sub(self.targets);
             queries.get(ExactQueryOutcome::Lost).inc_by(resent as u64);
         }
         queries.get(ExactQueryOutcome::Found).inc_by(self.found);
@@ -449,7 +521,7 @@ impl Round {
         for ns in self.latencies {
             metrics.mark_latency.observe(ns as f64 / 1e9);
         }
-        self.payloads.filter(|p| !p.is_empty())
+        (!self.batches_out.is_empty()).then_some(self.batches_out)
     }
 }
 

@@ -6,32 +6,53 @@
 
 pub mod close;
 pub mod ebpf;
+pub mod netns;
 pub mod sweep;
 
-use crate::record::Timestamp;
-use crate::sockdiag::{FamilyDump, Payloads};
+use crate::namespaces::{NetnsId, NetnsSweep};
+use crate::record::{NetnsTag, Timestamp};
+use crate::sockdiag::{DiagSocket, Payloads};
+use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 /// What a source hands the pipeline.
 #[derive(Debug)]
 pub enum Input {
-    /// A full sweep: AF_INET6 then AF_INET.
-    Sweep(Vec<FamilyDump>),
-    /// Destroy notifications: each payload is a socket's final state.
+    /// A full sweep of some namespaces (every watched one, or one just added): for each,
+    /// AF_INET6 then AF_INET. Only the connections of these namespaces can be found missing.
+    Sweep(Vec<NetnsSweep>),
+    /// Destroy notifications of one namespace: each payload is a socket's final state.
     Destroyed {
+        /// The namespace whose listener received them.
+        netns: NetnsId,
         /// The payloads (`inet_diag_msg` + attributes).
         payloads: Payloads,
         /// When they were received.
         timestamp: Timestamp,
     },
     /// Exact-query replies for sockets the eBPF programs marked (each checked against its
-    /// target: the socket's current record).
+    /// target: the socket's current record), by namespace.
     Refreshed {
-        /// The payloads (`inet_diag_msg` + attributes).
-        payloads: Payloads,
+        /// The payloads (`inet_diag_msg` + attributes) of each namespace queried.
+        batches: Vec<(NetnsId, Payloads)>,
         /// When the replies were received.
         timestamp: Timestamp,
+    },
+    /// The namespace watcher opened a new namespace: its records are accepted from now on.
+    NetnsAdded {
+        /// The namespace.
+        netns: NetnsId,
+        /// Its tag (inode and owner).
+        tag: Arc<NetnsTag>,
+        /// The socket for the pipeline's confirming queries in it.
+        lookup: DiagSocket,
+    },
+    /// A namespace went away (no process and no bind mount left; the close source drained
+    /// its last destroy notifications first): its connections end.
+    NetnsRemoved {
+        /// The namespace.
+        netns: NetnsId,
     },
     /// The polling source ran its `-reps` cycles: shut down cleanly.
     Finished,

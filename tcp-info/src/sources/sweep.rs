@@ -1,11 +1,14 @@
 //! The sweep source: full sock_diag dumps, AF_INET6 then AF_INET, every poll interval, over one
-//! long-lived socket (D13). A failed dump is counted and reported as such, never as an empty
-//! dump (D12).
+//! long-lived socket per watched network namespace (D13). A failed dump is counted and reported
+//! as such, never as an empty dump (D12). Its cost grows with the number of namespaces: each
+//! dump walks the kernel's socket hash (SPEC §13.6), whichever namespace asks.
 
-use super::{FamilyDump, Input, Ticker};
+use super::{Input, Ticker};
 use crate::metrics::{AddressFamily, DumpFailure, ErrorType, Metrics, SweepKind};
+use crate::namespaces::{NetnsId, NetnsSweep, Table};
 use crate::record::Timestamp;
-use crate::sockdiag::{DiagSocket, DumpError, Family, Payloads};
+use crate::sockdiag::{DiagSocket, DumpError, Family, FamilyDump, Payloads};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
@@ -29,7 +32,7 @@ pub struct SweepConfig {
 /// it sends [`Input::Finished`]).
 /// `queued` counts the sweeps sent and not yet consumed; the pipeline decrements it.
 pub fn run(
-    mut socket: DiagSocket,
+    mut sockets: Table<DiagSocket>,
     config: SweepConfig,
     tx: &Sender<Input>,
     queued: &AtomicUsize,
@@ -44,7 +47,10 @@ pub fn run(
             std::thread::sleep(Duration::from_millis(1));
             continue;
         }
-        let dumps = sweep_once(&mut socket, &mut sizes, SweepKind::Poll, metrics);
+        for (netns, _socket) in sockets.update().removed {
+            sizes.forget(netns);
+        }
+        let dumps = sweep(sockets.iter_mut(), &mut sizes, SweepKind::Poll, metrics);
         queued.fetch_add(1, Ordering::AcqRel);
         if tx.send(Input::Sweep(dumps)).is_err() {
             return;
@@ -56,34 +62,65 @@ pub fn run(
     }
 }
 
-/// Sizes of the last successful dump of each family (AF_INET6, AF_INET), to allocate the next
-/// one's buffers once instead of growing them.
+/// Sizes of the last successful dump of each family (AF_INET6, AF_INET) of each namespace, to
+/// allocate the next one's buffers once instead of growing them.
 #[derive(Debug, Default)]
-pub(super) struct DumpSizes([(usize, usize); 2]);
+pub(super) struct DumpSizes(HashMap<NetnsId, [(usize, usize); 2]>);
 
-/// One full sweep, AF_INET6 then AF_INET (SPEC §3.4), each family timed and counted.
-pub(super) fn sweep_once(
-    socket: &mut DiagSocket,
+impl DumpSizes {
+    /// Drops what is known of a namespace no longer watched.
+    pub(super) fn forget(&mut self, netns: NetnsId) {
+        self.0.remove(&netns);
+    }
+}
+
+/// One sweep (one cycle, counted once) of the given namespaces, each AF_INET6 then AF_INET
+/// (SPEC §3.4), each dump timed. The connection count of each family is the sum over the
+/// namespaces whose dump of it succeeded.
+pub(super) fn sweep<'a>(
+    sockets: impl Iterator<Item = (NetnsId, &'a mut DiagSocket)>,
     sizes: &mut DumpSizes,
     kind: SweepKind,
     metrics: &Metrics,
-) -> Vec<FamilyDump> {
+) -> Vec<NetnsSweep> {
     metrics.sweeps.get(kind).inc();
-    [Family::Inet6, Family::Inet]
+    let mut counts: [Option<usize>; 2] = [None; 2];
+    let swept = sockets
+        .map(|(netns, socket)| {
+            let sizes = sizes.0.entry(netns).or_default();
+            let families = [Family::Inet6, Family::Inet]
+                .into_iter()
+                .zip(sizes.iter_mut().zip(&mut counts))
+                .map(|(family, (size, count))| {
+                    let (dump, messages) = dump_family(socket, family, size, metrics);
+                    if let Some(messages) = messages {
+                        *count = Some(count.unwrap_or(0) + messages);
+                    }
+                    dump
+                })
+                .collect();
+            NetnsSweep { netns, families }
+        })
+        .collect();
+    for (family, count) in [AddressFamily::V6, AddressFamily::V4]
         .into_iter()
-        .zip(&mut sizes.0)
-        .map(|(family, size)| dump_family(socket, family, size, metrics))
-        .collect()
+        .zip(counts)
+    {
+        if let Some(count) = count {
+            metrics.connection_count.get(family).observe(count as f64);
+        }
+    }
+    swept
 }
 
-/// One family's dump, timed and counted. `size` holds the payload count and bytes of the previous
-/// successful dump, and is updated.
+/// One family's dump, timed. `size` holds the payload count and bytes of the previous
+/// successful dump, and is updated. Returns the dump and, if it succeeded, its message count.
 fn dump_family(
     socket: &mut DiagSocket,
     family: Family,
     size: &mut (usize, usize),
     metrics: &Metrics,
-) -> FamilyDump {
+) -> (FamilyDump, Option<usize>) {
     let label = match family {
         Family::Inet => AddressFamily::V4,
         Family::Inet6 => AddressFamily::V6,
@@ -97,26 +134,23 @@ fn dump_family(
         .syscall_time
         .get(label)
         .observe(start.elapsed().as_secs_f64());
-    let payloads = match result {
+    let (payloads, messages) = match result {
         Ok(stats) => {
             *size = (payloads.len(), payloads.bytes_len());
-            metrics
-                .connection_count
-                .get(label)
-                .observe(stats.messages as f64);
-            Some(payloads)
+            (Some(payloads), Some(stats.messages))
         }
         Err(e) => {
             count_failure(&e, metrics);
             tracing::warn!(?family, error = %e, "dump failed; keeping the previous state of this family");
-            None
+            (None, None)
         }
     };
-    FamilyDump {
+    let dump = FamilyDump {
         family,
         payloads,
         timestamp,
-    }
+    };
+    (dump, messages)
 }
 
 fn count_failure(e: &DumpError, metrics: &Metrics) {

@@ -109,6 +109,7 @@ pub fn write_fake_archives(
             uuid,
             sequence: 0,
             start_time: start,
+            netns: None,
         }));
         let first = tcp_info_payload(TCP_ESTABLISHED, 0, 0);
         w.write_record(&ArchivalRecord::new(

@@ -98,6 +98,7 @@ pub(super) fn sizes(records: &[ArchivalRecord], fixture: &Fixture) -> Result<Vec
             uuid: format!("bench_{}_{cookie:016X}", START_UNIX_MS / 1000),
             sequence: 0,
             start_time: group.first().map_or(Timestamp::ZERO, |r| r.timestamp),
+            netns: None,
         });
         let (bytes, j, f) = write_archive(Some(&meta), group.iter().copied(), None)?;
         json += j;

@@ -29,10 +29,15 @@ use tcp_info::events::{EventServer, EventServerConfig, FlowEvent, FlowId};
 use tcp_info::exclude::Exclusions;
 use tcp_info::metrics::{self, LabelValue as _, Metrics};
 use tcp_info::mode::Mode as Collection;
+use tcp_info::namespaces::attribution::Attributor;
+use tcp_info::namespaces::discover::{self, Found, Roots};
+use tcp_info::namespaces::{self, Change, NetnsId, Opened, Opener, Scope, Table};
 use tcp_info::pipeline::{ArchiveSink, EventSink, Pipeline, PipelineConfig};
+use tcp_info::record::NetnsTag;
 use tcp_info::record::Timestamp;
 use tcp_info::saver::{ErrorClass, Saver, SaverConfig, SaverStats, repair_tree};
-use tcp_info::sockdiag::{self, DestroyListener, DiagSocket};
+use tcp_info::sockdiag::{DestroyListener, DiagSocket};
+use tcp_info::sources::netns::{self as watcher, Outlets, Watcher};
 use tcp_info::sources::{self, Input, ebpf::EbpfConfig, sweep::SweepConfig};
 use tcp_info::wire::inet_diag::InetDiagMsg;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -112,18 +117,13 @@ pub fn run(config: &Config) -> Result<()> {
     runtime.spawn(stop_on_signal(signals, stop.clone()));
 
     let metrics = Arc::new(Metrics::new(GIT_COMMIT).context("creating metrics")?);
-    // Without CAP_NET_ADMIN the destroy groups may be closed to us: run without the close
-    // source then, as upstream always does (connections end when a sweep misses them).
-    let destroy = match DestroyListener::open(DESTROY_RCVBUF) {
-        Ok(listener) => Some(listener),
-        Err(e) => {
-            tracing::warn!(error = %e, "no close source: short connections may be missed and final records may be stale");
-            None
-        }
-    };
+    let own_netns = discover::inode_of(Path::new(SELF_NETNS))
+        .context("identifying the daemon's network namespace (/proc/self/ns/net)")?;
+    let (mut namespaces, close_source) = open_namespaces(config, own_netns, &metrics)?;
     // Before anything announces the daemon as up: loading takes a few hundred milliseconds,
     // and connections made meanwhile would be seen only by the first sweep.
-    let programs = load_programs(config, destroy.is_some())?;
+    let watch: Vec<NetnsId> = namespaces.initial.iter().map(|o| o.netns).collect();
+    let programs = load_programs(config, close_source, &watch)?;
     release_freed_memory();
     let listen = config.listen_address.to_string();
     let server = metrics::serve(&listen, Arc::clone(&metrics), edges)
@@ -151,12 +151,6 @@ pub fn run(config: &Config) -> Result<()> {
         "collection mode"
     );
 
-    let diag = DiagSocket::open(config.rcvbuf).context("opening the sock_diag socket")?;
-
-    // Exact queries get their own socket: a socket busy with a dump answers them with EBUSY
-    // (SPEC §13.3).
-    let lookup = DiagSocket::open(sockdiag::DEFAULT_RCVBUF)
-        .context("opening the sock_diag socket for exact queries")?;
     let local = anonymize::local_addresses().context("listing local addresses")?;
     repair_archives(&config.uuid_prefix);
     let mut saver_config = SaverConfig::new(config.uuid_prefix.clone());
@@ -180,37 +174,60 @@ pub fn run(config: &Config) -> Result<()> {
             ),
             prefix: config.uuid_prefix.clone(),
             safety_net: programs.is_some(),
-            close_grace: if destroy.is_some() {
+            close_grace: if close_source {
                 CLOSE_GRACE
             } else {
                 Duration::ZERO
             },
+            own_netns,
+            global_cookies: namespaces::cookies_are_global(&namespaces::kernel_release()),
+            attribution: config.netns_attribution,
         },
         SaverSink::new(saver, Arc::clone(&metrics)),
         Events(events),
         Arc::clone(&metrics),
-    )
-    .with_lookup(Box::new(lookup));
+    );
 
     let queued = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::channel::<Input>();
+    // Every namespace opened at start-up reaches the pipeline before any record of it, and the
+    // sources' tables before their first cycle.
+    let (poll_sockets, close_listeners) = namespaces.hand_out(&tx, close_source);
 
     let mut sources = Vec::new();
+    if let Some(watcher) = namespaces.watcher.take() {
+        let outlets = namespaces.outlets(&tx);
+        let (token, metrics) = (stop.token.clone(), Arc::clone(&metrics));
+        sources.push(
+            spawn_stopping("netns", "the namespace watcher ended", &stop, move || {
+                watcher.run(&outlets, &token, &metrics);
+            })
+            .context("starting the namespace watcher")?,
+        );
+    }
     {
         let (tx, token, metrics) = (tx.clone(), stop.token.clone(), Arc::clone(&metrics));
         let queued = Arc::clone(&queued);
-        let thread = if let Some((programs, netns)) = programs {
+        let thread = if let Some(programs) = programs {
             let ebpf_config = EbpfConfig {
                 interval: config.poll_interval,
                 safety_interval: config.safety_sweep_interval,
                 reps: config.reps,
                 max_queued: EBPF_QUEUE,
-                netns,
             };
-            let kernel = sources::ebpf::start(programs, config.poll_interval, edges, token.clone())
-                .context("starting the eBPF ring buffer reader")?;
+            let mut kernel =
+                sources::ebpf::start(programs, config.poll_interval, edges, token.clone())
+                    .context("starting the eBPF ring buffer reader")?;
             spawn_stopping("ebpf", "the eBPF source ended", &stop, move || {
-                sources::ebpf::run(&kernel, diag, ebpf_config, &tx, &queued, &token, &metrics);
+                sources::ebpf::run(
+                    &mut kernel,
+                    poll_sockets,
+                    ebpf_config,
+                    &tx,
+                    &queued,
+                    &token,
+                    &metrics,
+                );
             })
         } else {
             let sweep_config = SweepConfig {
@@ -219,16 +236,16 @@ pub fn run(config: &Config) -> Result<()> {
                 max_queued: SWEEP_QUEUE,
             };
             spawn_stopping("sweep", "the sweep source ended", &stop, move || {
-                sources::sweep::run(diag, sweep_config, &tx, &queued, &token, &metrics);
+                sources::sweep::run(poll_sockets, sweep_config, &tx, &queued, &token, &metrics);
             })
         };
         sources.push(thread.context("starting the collection thread")?);
     }
-    if let Some(listener) = destroy {
+    if let Some(listeners) = close_listeners {
         let (tx, token, metrics) = (tx.clone(), stop.token.clone(), Arc::clone(&metrics));
         sources.push(
             spawn_stopping("close", "the close source ended", &stop, move || {
-                sources::close::run(listener, &tx, &token, &metrics);
+                sources::close::run(listeners, &tx, &token, &metrics);
             })
             .context("starting the close thread")?,
         );
@@ -289,26 +306,138 @@ async fn stop_on_signal(mut signals: (Signal, Signal), stop: Stop) {
     }
 }
 
-/// The network namespace the daemon watches: its own.
+/// The daemon's own network namespace.
 const SELF_NETNS: &str = "/proc/self/ns/net";
 
-/// Loads the eBPF programs if the mode asks for them, watching the daemon's own namespace;
-/// returns them with that namespace's inode. `--mode ebpf` fails with the reason they cannot
-/// run; `--mode auto` falls back to sweep mode after one log line naming it.
+/// The namespaces opened at start-up, and the watcher that follows them (`--netns` other than
+/// `self`).
+struct Namespaces {
+    initial: Vec<Opened>,
+    watcher: Option<Watcher>,
+    /// The channels the watcher feeds, once [`Namespaces::hand_out`] made them.
+    poll: Option<mpsc::Sender<Change<DiagSocket>>>,
+    close: Option<mpsc::Sender<Change<DestroyListener>>>,
+}
+
+/// Opens the sockets of every namespace in `--netns` scope (with `self`, the daemon's own,
+/// directly: no `setns`, no watcher). Returns them, and whether the close source can run:
+/// without CAP_NET_ADMIN the destroy groups may be closed to us, and the daemon then runs
+/// without it, as upstream always does (connections end when a sweep misses them).
+fn open_namespaces(config: &Config, own: NetnsId, metrics: &Metrics) -> Result<(Namespaces, bool)> {
+    let opener = Opener {
+        own,
+        rcvbuf: config.rcvbuf,
+        destroy_rcvbuf: Some(DESTROY_RCVBUF),
+        attributor: config
+            .netns_attribution
+            .then(|| Attributor::new("/proc", config.netns_bundle_roots.clone())),
+    };
+    let (initial, watcher) = if config.netns == Scope::Own {
+        let found = Found {
+            path: SELF_NETNS.into(),
+            pid: Some(std::process::id()),
+        };
+        let opened = opener
+            .open(own, &found)
+            .context("opening the sock_diag sockets")?;
+        (vec![opened], None)
+    } else {
+        let mut watcher = Watcher::new(config.netns.clone(), Roots::default(), opener);
+        let (opened, _) = watcher.open_new(metrics);
+        if opened.is_empty() {
+            anyhow::bail!(
+                "no network namespace in --netns scope could be opened (entering another \
+                 namespace needs CAP_SYS_ADMIN and access to its /proc/PID/ns/net)"
+            );
+        }
+        (opened, Some(watcher))
+    };
+    let close_source = initial.iter().any(|o| o.destroy.is_some());
+    if !close_source {
+        tracing::warn!(
+            "no close source: short connections may be missed and final records may be stale"
+        );
+    }
+    let mut namespaces = Namespaces {
+        initial,
+        watcher,
+        poll: None,
+        close: None,
+    };
+    if let (Some(watcher), false) = (&mut namespaces.watcher, close_source) {
+        watcher.without_listeners();
+    }
+    Ok((namespaces, close_source))
+}
+
+impl Namespaces {
+    /// Hands the namespaces opened at start-up to the pipeline (through `tx`) and returns the
+    /// polling source's and the close source's tables (the close source's only if it runs).
+    /// Without a watcher the tables are fixed; with one they follow its channels.
+    fn hand_out(
+        &mut self,
+        tx: &mpsc::Sender<Input>,
+        close_source: bool,
+    ) -> (Table<DiagSocket>, Option<Table<DestroyListener>>) {
+        let initial = std::mem::take(&mut self.initial);
+        if self.watcher.is_none() {
+            // `--netns self`: one namespace, for good.
+            let (mut poll, mut close) = (None, None);
+            for o in initial {
+                let _ = tx.send(Input::NetnsAdded {
+                    netns: o.netns,
+                    tag: o.tag,
+                    lookup: o.lookup,
+                });
+                poll = Some(Table::fixed(o.netns, o.poll));
+                close = (o.destroy)
+                    .filter(|_| close_source)
+                    .map(|l| Table::fixed(o.netns, l));
+            }
+            let none = || Table::following(Vec::new(), mpsc::channel().1);
+            return (poll.unwrap_or_else(none), close);
+        }
+        let (poll_tx, poll_rx) = mpsc::channel();
+        let (close_tx, close_rx) = mpsc::channel();
+        self.poll = Some(poll_tx);
+        self.close = close_source.then_some(close_tx);
+        let outlets = self.outlets(tx);
+        for o in initial {
+            watcher::hand_out(o, &outlets);
+        }
+        (
+            Table::following(Vec::new(), poll_rx),
+            close_source.then(|| Table::following(Vec::new(), close_rx)),
+        )
+    }
+
+    /// Where the watcher sends what it opens.
+    fn outlets(&self, tx: &mpsc::Sender<Input>) -> Outlets {
+        Outlets {
+            pipeline: tx.clone(),
+            poll: self.poll.clone().unwrap_or_else(|| mpsc::channel().0),
+            close: self.close.clone(),
+        }
+    }
+}
+
+/// Loads the eBPF programs if the mode asks for them, watching the namespaces `watch`.
+/// `--mode ebpf` fails with the reason they cannot run; `--mode auto` falls back to sweep mode
+/// after one log line naming it.
 ///
 /// eBPF mode needs the close source: sock_diag cannot see a socket once it is in CLOSE, so a
 /// connection's final record, and any connection shorter than a poll interval, comes only from
 /// its destroy notification.
-fn load_programs(config: &Config, close_source: bool) -> Result<Option<(Programs, u32)>> {
-    let load = || -> Result<(Programs, u32), EbpfError> {
+fn load_programs(
+    config: &Config,
+    close_source: bool,
+    watch: &[NetnsId],
+) -> Result<Option<Programs>> {
+    let load = || -> Result<Programs, EbpfError> {
         if !close_source {
             return Err(EbpfError::NoCloseSource);
         }
-        let netns = ebpf::netns_inode(Path::new(SELF_NETNS))?;
-        Ok((
-            Programs::load(config.poll_interval, &[netns], config.exclude_local)?,
-            netns,
-        ))
+        Programs::load(config.poll_interval, watch, config.exclude_local)
     };
     match config.mode {
         Mode::Sweep => Ok(None),
@@ -426,21 +555,23 @@ fn run_pipeline(
     let mut last_tick = Instant::now();
     loop {
         match rx.recv_timeout(TICK) {
-            Ok(Input::Sweep(dumps)) => {
-                pipeline.sweep(&dumps, Instant::now());
+            Ok(Input::Sweep(sweeps)) => {
+                pipeline.sweep_namespaces(&sweeps, Instant::now());
                 queued.fetch_sub(1, Ordering::AcqRel);
             }
-            Ok(Input::Refreshed {
-                payloads,
-                timestamp,
-            }) => {
-                pipeline.refreshed(&payloads, timestamp, Instant::now());
+            Ok(Input::Refreshed { batches, timestamp }) => {
+                pipeline.refreshed(&batches, timestamp, Instant::now());
                 queued.fetch_sub(1, Ordering::AcqRel);
             }
             Ok(Input::Destroyed {
+                netns,
                 payloads,
                 timestamp,
-            }) => pipeline.destroyed(&payloads, timestamp, Instant::now()),
+            }) => pipeline.destroyed(netns, &payloads, timestamp, Instant::now()),
+            Ok(Input::NetnsAdded { netns, tag, lookup }) => {
+                pipeline.add_namespace(netns, tag, Some(Box::new(lookup)));
+            }
+            Ok(Input::NetnsRemoved { netns }) => pipeline.remove_namespace(netns, Instant::now()),
             Ok(Input::Finished) => stop.request("reps finished"),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
@@ -502,10 +633,11 @@ impl ArchiveSink for SaverSink {
         &mut self,
         cookie: u64,
         record: &tcp_info::record::ArchivalRecord,
+        netns: Option<&Arc<NetnsTag>>,
         now: Instant,
     ) -> Result<(), String> {
         self.saver
-            .write(cookie, record, now)
+            .write_tagged(cookie, record, netns, now)
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
@@ -557,19 +689,23 @@ impl Events {
 }
 
 impl EventSink for Events {
-    fn open(&self, timestamp: Timestamp, uuid: &str, first: &InetDiagMsg<'_>) {
+    fn open(
+        &self,
+        timestamp: Timestamp,
+        uuid: &str,
+        first: &InetDiagMsg<'_>,
+        netns: Option<&Arc<NetnsTag>>,
+    ) {
         if let Some(server) = &self.0 {
-            server.publish(&FlowEvent::open(
-                timestamp.to_utc(),
-                uuid,
-                FlowId::from_idm(first),
-            ));
+            let event = FlowEvent::open(timestamp.to_utc(), uuid, FlowId::from_idm(first));
+            server.publish(&event.with_netns(netns.cloned()));
         }
     }
 
-    fn close(&self, timestamp: Timestamp, uuid: &str) {
+    fn close(&self, timestamp: Timestamp, uuid: &str, netns: Option<&Arc<NetnsTag>>) {
         if let Some(server) = &self.0 {
-            server.publish(&FlowEvent::close(timestamp.to_utc(), uuid));
+            let event = FlowEvent::close(timestamp.to_utc(), uuid);
+            server.publish(&event.with_netns(netns.cloned()));
         }
     }
 }

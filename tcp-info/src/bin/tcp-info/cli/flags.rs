@@ -63,6 +63,12 @@ pub(super) const EXCLUDE_LOCAL: &str = "exclude-local";
 pub(super) const RCVBUF: &str = "rcvbuf";
 /// The name of `-safety-sweep-interval`.
 pub(super) const SAFETY_SWEEP_INTERVAL: &str = "safety-sweep-interval";
+/// The name of `-netns`.
+pub(super) const NETNS: &str = "netns";
+/// The name of `-netns.attribution`.
+pub(super) const NETNS_ATTRIBUTION: &str = "netns.attribution";
+/// The name of `-netns.bundle-roots`.
+pub(super) const NETNS_BUNDLE_ROOTS: &str = "netns.bundle-roots";
 
 /// Every flag: upstream's (SPEC §2.1) first, then this implementation's additions.
 pub(super) const FLAGS: &[Spec] = &[
@@ -192,6 +198,37 @@ pub(super) const FLAGS: &[Spec] = &[
         value: "BYTES",
         default: "8388608",
         help: "Receive buffer size of the netlink sockets, in bytes.",
+    },
+    Spec {
+        name: NETNS,
+        kind: Kind::Value,
+        value: "self|all|PATH[,PATH...]",
+        default: "self",
+        help: "Network namespaces to record. self: the daemon's own. all: every namespace of \
+               the node (of every process, and named ones under /run/netns), followed as they \
+               come and go (needs CAP_SYS_ADMIN and the host's /proc). Or a list of namespace \
+               files (/run/netns/NAME, /proc/PID/ns/net). In eBPF mode idle namespaces cost \
+               nothing; in sweep mode every namespace is dumped every poll interval, and each \
+               dump walks the kernel's whole socket table, so the cost grows with the number \
+               of namespaces.",
+    },
+    Spec {
+        name: NETNS_ATTRIBUTION,
+        kind: Kind::Bool,
+        value: "",
+        default: "false",
+        help: "Add a Netns key to each archive's Metadata line and to each event: the \
+               namespace's inode and, when the node can tell, its pod's UID, container ID, \
+               namespace and name. Upstream writes no such key (the ETL ignores it).",
+    },
+    Spec {
+        name: NETNS_BUNDLE_ROOTS,
+        kind: Kind::List,
+        value: "DIR",
+        default: "/run/containerd/io.containerd.runtime.v2.task/k8s.io,\
+                  /run/containers/storage/overlay-containers",
+        help: "Where the container runtime keeps its containers' OCI bundles (containerd's, \
+               CRI-O's), read for the pod name and namespace of -netns.attribution.",
     },
 ];
 

@@ -46,10 +46,12 @@ pub use values::Mode;
 
 use flags::{
     ANONYMIZE_IP, EVENT_SOCKET, EXCLUDE_DSTIP, EXCLUDE_LOCAL, EXCLUDE_SRCPORT, FLUSH_INTERVAL,
-    LISTEN_ADDRESS, LOGX_DEBUG, MODE, OUTPUT, POLL_INTERVAL, RCVBUF, REPS, ROTATION_AGE,
-    SAFETY_SWEEP_INTERVAL, TRACE, UUID_PREFIX_FILE,
+    LISTEN_ADDRESS, LOGX_DEBUG, MODE, NETNS, NETNS_ATTRIBUTION, NETNS_BUNDLE_ROOTS, OUTPUT,
+    POLL_INTERVAL, RCVBUF, REPS, ROTATION_AGE, SAFETY_SWEEP_INTERVAL, TRACE, UUID_PREFIX_FILE,
 };
 use tcp_info::anonymize::Method;
+use tcp_info::namespaces::Scope;
+use tcp_info::namespaces::attribution::Attributor;
 use tcp_info::uuid::Prefix;
 
 /// Default `-poll-interval` (upstream's fixed 10 ms, SPEC §2.3).
@@ -69,6 +71,10 @@ pub const POD_NAME_VAR: &str = "POD_NAME";
 
 /// The effective configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one field per command-line flag, and four flags are booleans"
+)]
 pub struct Config {
     /// `-reps`: poll cycles to run before a clean shutdown; 0 runs forever.
     pub reps: u64,
@@ -106,6 +112,12 @@ pub struct Config {
     pub exclude_local: bool,
     /// `-rcvbuf`: netlink receive buffer size in bytes.
     pub rcvbuf: usize,
+    /// `-netns`: the network namespaces to record.
+    pub netns: Scope,
+    /// `-netns.attribution`: the `Netns` key in Metadata lines and events.
+    pub netns_attribution: bool,
+    /// `-netns.bundle-roots`: where the container runtime's OCI bundles are.
+    pub netns_bundle_roots: Vec<PathBuf>,
 }
 
 impl Config {
@@ -123,7 +135,12 @@ impl Config {
             path(&self.uuid_prefix_file),
             self.uuid_prefix.as_str().escape_debug()
         );
-        let values: [(&str, String); 17] = [
+        let netns = match &self.netns {
+            Scope::Own => "self".to_owned(),
+            Scope::All => "all".to_owned(),
+            Scope::Paths(paths) => join(paths.iter().map(|p| p.display().to_string()).collect()),
+        };
+        let values: [(&str, String); 20] = [
             (REPS, self.reps.to_string()),
             (TRACE, self.trace.to_string()),
             (OUTPUT, path(&self.output)),
@@ -162,6 +179,17 @@ impl Config {
             ),
             (EXCLUDE_LOCAL, self.exclude_local.to_string()),
             (RCVBUF, self.rcvbuf.to_string()),
+            (NETNS, netns),
+            (NETNS_ATTRIBUTION, self.netns_attribution.to_string()),
+            (
+                NETNS_BUNDLE_ROOTS,
+                join(
+                    self.netns_bundle_roots
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect(),
+                ),
+            ),
         ];
         values
             .into_iter()
@@ -291,6 +319,15 @@ impl<E: Fn(&str) -> Option<OsString>> Inputs<'_, E> {
             flush_interval: self.value(FLUSH_INTERVAL, DEFAULT_FLUSH_INTERVAL, positive)?,
             exclude_local: self.value(EXCLUDE_LOCAL, true, values::parse_bool)?,
             rcvbuf: self.value(RCVBUF, DEFAULT_RCVBUF, values::parse_rcvbuf)?,
+            netns: self.value(NETNS, Scope::Own, Scope::parse)?,
+            netns_attribution: self.value(NETNS_ATTRIBUTION, false, values::parse_bool)?,
+            netns_bundle_roots: match self.list(NETNS_BUNDLE_ROOTS, |p| Ok(PathBuf::from(p)))? {
+                roots if roots.is_empty() => Attributor::DEFAULT_BUNDLE_ROOTS
+                    .iter()
+                    .map(PathBuf::from)
+                    .collect(),
+                roots => roots,
+            },
         })
     }
 

@@ -68,6 +68,12 @@ fn defaults_reproduce_upstream() {
         flush_interval: Duration::from_secs(1),
         exclude_local: true,
         rcvbuf: 8 * 1024 * 1024,
+        netns: Scope::Own,
+        netns_attribution: false,
+        netns_bundle_roots: vec![
+            "/run/containerd/io.containerd.runtime.v2.task/k8s.io".into(),
+            "/run/containers/storage/overlay-containers".into(),
+        ],
     };
     assert_eq!(*c, want);
     assert_eq!(c.uuid_prefix.as_str(), format!("{POD}_{boot}_unsafe"));
