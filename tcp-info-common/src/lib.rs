@@ -234,3 +234,21 @@ mod pod {
 const _: () = assert!(size_of::<Mark>() == 64);
 const _: () = assert!(size_of::<Offsets>() == 48);
 const _: () = assert!(size_of::<Config>() == 64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unwatched_values_name_their_namespace_and_never_meet_times_or_ignored() {
+        for netns in [0, 1, 0xF000_0000, u32::MAX] {
+            let value = unwatched(netns);
+            assert_eq!(unwatched_netns(value), Some(netns));
+            assert_ne!(value, IGNORED);
+        }
+        // Times (ns since boot, for the next five centuries) and IGNORED are not such values.
+        for value in [0, 1, 5 * 365 * 24 * 3600 * 1_000_000_000 * 100, IGNORED] {
+            assert_eq!(unwatched_netns(value), None, "{value:#x}");
+        }
+    }
+}

@@ -177,6 +177,42 @@ mod tests {
         );
     }
 
+    /// `--netns.attribution` adds a `Netns` key to the Metadata line: the ETL's parser ignores
+    /// keys it does not know, so the file keeps its row and UUID.
+    #[test]
+    fn accepts_the_opt_in_netns_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let tag = crate::record::NetnsTag {
+            inode: 4_026_532_001,
+            pod_uid: Some("0f3c6d7e-1b2a-4c5d-8e9f-001122334455".into()),
+            pod_name: Some("web-0".into()),
+            ..crate::record::NetnsTag::default()
+        };
+        let mut tagged = meta();
+        if let Some(m) = tagged.metadata.as_mut() {
+            m.netns = Some(std::sync::Arc::new(tag.clone()));
+        }
+        let line = String::from_utf8(tagged.to_json_line()).unwrap();
+        assert!(
+            line.ends_with(
+                ",\"StartTime\":\"1970-01-01T00:00:01Z\",\"Netns\":{\"Inode\":4026532001,\
+                 \"PodUID\":\"0f3c6d7e-1b2a-4c5d-8e9f-001122334455\",\"PodName\":\"web-0\"}}}\n"
+            ),
+            "{line}"
+        );
+        let p = write(dir.path(), "n.jsonl.zst", &[tagged, snap(b"cubic\0")]);
+        let row = check_file(&p).unwrap();
+        assert_eq!(row.uuid.as_deref(), Some("h_1_0000000000000001"));
+        assert_eq!((row.lines, row.kept), (2, 1));
+        // And the reader gives the tag back.
+        let records = crate::record::ArchiveReader::open(&p)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let meta = records[0].metadata.as_ref().unwrap();
+        assert_eq!(meta.netns.as_deref(), Some(&tag));
+    }
+
     #[test]
     fn rejects_what_the_etl_drops() {
         let dir = tempfile::tempdir().unwrap();

@@ -2,11 +2,12 @@
 
 use super::testutil::{TempTree, raw_idm, read_all, snapshot};
 use super::*;
-use crate::record::{ArchivalRecord, Timestamp, frame_has_content_size};
+use crate::record::{ArchivalRecord, NetnsTag, Timestamp, frame_has_content_size};
 use crate::uuid::Prefix;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 const PREFIX: &str = "ndt-jdczh_1553815964";
@@ -893,4 +894,38 @@ fn flushes_fall_due_from_the_oldest_buffered_line() {
     );
     assert_eq!(saver.tick(ms(2200)).flushed, 1);
     assert_eq!(saver.stats().pending_bytes, 0);
+}
+
+/// `--netns.attribution`: the tag given with a connection's first record is in the Metadata
+/// line of every segment of it, and of no other connection.
+#[test]
+fn a_connection_tag_is_in_every_segment_metadata() {
+    let tree = TempTree::new("tagged");
+    let mut saver = Saver::new(config(&tree)).unwrap();
+    let t0 = Instant::now();
+    let tag = Arc::new(NetnsTag {
+        inode: 4_026_532_001,
+        pod_name: Some("web-0".into()),
+        ..NetnsTag::default()
+    });
+    let (tagged, plain) = (0x10, 0x20);
+    let _ = saver
+        .write_tagged(tagged, &snapshot(tagged, T_2019, 1), Some(&tag), t0)
+        .unwrap();
+    let _ = saver.write(plain, &snapshot(plain, T_2019, 1), t0).unwrap();
+    // The rotation age ends segment 0; the next record opens segment 1 (the tag is not given
+    // again).
+    let _ = saver.tick(t0 + 10 * MIN);
+    let _ = saver
+        .write(tagged, &snapshot(tagged, T_2019 + 700, 2), t0 + 11 * MIN)
+        .unwrap();
+    let seg1 = saver.segment_path(tagged).unwrap().to_owned();
+    let _ = saver.shutdown();
+    let seg0 = tree.path().join("2019/04/01").join(name(tagged, 0));
+    for path in [seg0, seg1] {
+        let (meta, _) = check_archive(&path);
+        assert_eq!(meta.netns.as_deref(), Some(&*tag), "{}", path.display());
+    }
+    let plain0 = tree.path().join("2019/04/01").join(name(plain, 0));
+    assert_eq!(check_archive(&plain0).0.netns, None);
 }
