@@ -202,6 +202,14 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
         self.metrics.netns_watched.set(self.spaces.len() as i64);
     }
 
+    /// Tags the connections of `netns` opened from now on with `tag` (its owner was found
+    /// after it was added).
+    pub fn retag_namespace(&mut self, netns: NetnsId, tag: Arc<NetnsTag>) {
+        if let Some(space) = self.spaces.get_mut(&netns) {
+            space.tag = tag;
+        }
+    }
+
     /// A namespace went away: each of its connections ends now, as upstream ends a connection
     /// a sweep no longer lists (its final records came first, through the close source), and
     /// its records are no longer accepted.

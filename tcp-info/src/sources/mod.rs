@@ -48,6 +48,14 @@ pub enum Input {
         /// The socket for the pipeline's confirming queries in it.
         lookup: DiagSocket,
     },
+    /// The owner of a namespace was found after it was added: connections opened from now on
+    /// carry this tag.
+    NetnsRetagged {
+        /// The namespace.
+        netns: NetnsId,
+        /// Its new tag.
+        tag: Arc<NetnsTag>,
+    },
     /// A namespace went away (no process and no bind mount left; the close source drained
     /// its last destroy notifications first): its connections end.
     NetnsRemoved {

@@ -343,7 +343,8 @@ fn open_namespaces(config: &Config, own: NetnsId, metrics: &Metrics) -> Result<(
         (vec![opened], None)
     } else {
         let mut watcher = Watcher::new(config.netns.clone(), Roots::default(), opener);
-        let (opened, _) = watcher.open_new(metrics);
+        // Nothing can be gone or re-tagged at the first discovery.
+        let opened = watcher.discover(metrics).opened;
         if opened.is_empty() {
             anyhow::bail!(
                 "no network namespace in --netns scope could be opened (entering another \
@@ -571,6 +572,7 @@ fn run_pipeline(
             Ok(Input::NetnsAdded { netns, tag, lookup }) => {
                 pipeline.add_namespace(netns, tag, Some(Box::new(lookup)));
             }
+            Ok(Input::NetnsRetagged { netns, tag }) => pipeline.retag_namespace(netns, tag),
             Ok(Input::NetnsRemoved { netns }) => pipeline.remove_namespace(netns, Instant::now()),
             Ok(Input::Finished) => stop.request("reps finished"),
             Err(RecvTimeoutError::Timeout) => {}
