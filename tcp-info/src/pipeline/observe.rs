@@ -93,6 +93,15 @@ impl PipelineConfig {
     }
 }
 
+/// Where a batch of payloads comes from: looked up once per namespace and batch, not per
+/// payload.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    netns: NetnsId,
+    /// Whether a sweep covered this namespace before (see [`Space::swept`]).
+    swept: bool,
+}
+
 /// A watched namespace, as the pipeline knows it.
 struct Space {
     tag: Arc<NetnsTag>,
@@ -278,11 +287,18 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
         self.cycle += 1;
         let cycle = self.cycle;
         let mut bytes = CycleBytes::default();
-        // Per namespace swept: whether each family's dump failed.
-        let mut failed: HashMap<NetnsId, [bool; 2]> = HashMap::with_capacity(parts.len());
+        // Per namespace swept: whether each family's dump failed. Sorted by namespace and
+        // searched for every cached connection: one comparison with one namespace.
+        let mut failed: Vec<(NetnsId, [bool; 2])> = Vec::with_capacity(parts.len());
         let mut rate_second = None;
         for &(netns, families) in parts {
-            let failed = failed.entry(netns).or_default();
+            let Some(origin) = self.origin(netns) else {
+                continue;
+            };
+            failed.push((netns, [false; 2]));
+            let Some((_, failed)) = failed.last_mut() else {
+                continue;
+            };
             for dump in families {
                 let (family, timestamp) = (dump.family, dump.timestamp);
                 let Some(payloads) = &dump.payloads else {
@@ -293,13 +309,14 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
                     rate_second = Some(timestamp.unix_secs());
                 }
                 for payload in payloads {
-                    self.observe(payload, netns, timestamp, Source::Sweep, now);
+                    self.observe(payload, origin, timestamp, Source::Sweep, now);
                 }
             }
             if let Some(space) = self.spaces.get_mut(&netns) {
                 space.swept = true;
             }
         }
+        failed.sort_unstable_by_key(|&(netns, _)| netns);
         // In eBPF mode rates are accounted every second by `tick`, sweeps being rare.
         let rate_second = rate_second.filter(|_| !self.config.safety_net);
         if rate_second.is_some() {
@@ -314,8 +331,10 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
         let mut gone = Vec::new();
         for (&cookie, conn) in &mut self.cache {
             let family_failed = failed
-                .get(&conn.netns)
-                .is_none_or(|f| f[usize::from(conn.last.raw_idm()[0] == AF_INET)]);
+                .binary_search_by_key(&conn.netns, |&(netns, _)| netns)
+                .map_or(true, |i| {
+                    failed[i].1[usize::from(conn.last.raw_idm()[0] == AF_INET)]
+                });
             if conn.seen != cycle && !family_failed {
                 let (since, at) = *conn.missing_since.get_or_insert((now, detected));
                 if now.saturating_duration_since(since) >= grace {
@@ -359,8 +378,11 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
         now: Instant,
     ) {
         for (netns, payloads) in batches {
+            let Some(origin) = self.origin(*netns) else {
+                continue;
+            };
             for payload in payloads {
-                self.observe(payload, *netns, timestamp, Source::Ebpf, now);
+                self.observe(payload, origin, timestamp, Source::Ebpf, now);
             }
         }
         self.metrics
@@ -378,8 +400,11 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
         timestamp: Timestamp,
         now: Instant,
     ) {
+        let Some(origin) = self.origin(netns) else {
+            return;
+        };
         for payload in payloads {
-            if let Some(cookie) = self.observe(payload, netns, timestamp, Source::Close, now) {
+            if let Some(cookie) = self.observe(payload, origin, timestamp, Source::Close, now) {
                 self.end(cookie, timestamp, now);
                 self.bury(cookie, Ended::Destroyed, now);
             }
@@ -426,6 +451,19 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
         self.metrics.connections_tracked.set(0);
     }
 
+    /// The origin of payloads from `netns`; `None` (dropped) for a namespace no longer watched:
+    /// its records were in flight when it was removed.
+    fn origin(&self, netns: NetnsId) -> Option<Origin> {
+        let Some(space) = self.spaces.get(&netns) else {
+            tracing::debug!(netns, "records of a namespace no longer watched dropped");
+            return None;
+        };
+        Some(Origin {
+            netns,
+            swept: space.swept,
+        })
+    }
+
     /// Exclusion, record building and change detection for one payload of namespace `netns`.
     /// Returns the key of the connection (its cookie, see [`namespaces::connection_key`]) if
     /// the payload was accepted (not excluded, well-formed, not destroyed, of a watched
@@ -433,7 +471,7 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
     fn observe(
         &mut self,
         payload: &[u8],
-        netns: NetnsId,
+        origin: Origin,
         timestamp: Timestamp,
         source: Source,
         now: Instant,
@@ -456,12 +494,7 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
         if idm.cookie() == 0 {
             return None;
         }
-        let Some(space) = self.spaces.get(&netns) else {
-            // In flight when its namespace was removed.
-            tracing::debug!(netns, "record of a namespace no longer watched dropped");
-            return None;
-        };
-        let (tag, first_sweep) = (Arc::clone(&space.tag), !space.swept);
+        let netns = origin.netns;
         let cookie = namespaces::connection_key(
             self.config.global_cookies,
             self.config.own_netns,
@@ -521,7 +554,11 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
         // cached record and build nothing (the common case of a sweep).
         let record = change.is_change().then(|| {
             let record = parsed.to_record(timestamp);
-            let tag = self.config.attribution.then_some(&tag);
+            let tag = if self.config.attribution {
+                self.spaces.get(&netns).map(|s| &s.tag)
+            } else {
+                None
+            };
             if change == Change::PreviousWasNil {
                 let uuid = self.config.prefix.uuid(cookie);
                 self.events.open(record.timestamp, &uuid, &idm, tag);
@@ -531,7 +568,7 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
             self.metrics.records.get(source).inc();
             // The first sweep of a namespace records what existed before it was watched: no
             // mark could have.
-            if source == Source::Sweep && self.config.safety_net && !first_sweep {
+            if source == Source::Sweep && self.config.safety_net && origin.swept {
                 let kind = if change == Change::PreviousWasNil {
                     Unmarked::New
                 } else {
@@ -644,6 +681,9 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
         if queried.is_empty() {
             return gone;
         }
+        let Some(origin) = self.origin(netns) else {
+            return gone;
+        };
         let timestamp = Timestamp::now();
         // Kept unless a reply says gone: a connection nobody could ask about stays open.
         let mut keep: Vec<bool> = targets.iter().map(Option::is_some).collect();
@@ -660,7 +700,7 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
             let outcome = match target.check(&reply.outcome) {
                 Checked::Live(payload) => {
                     keep[slot] = self
-                        .observe(payload, netns, timestamp, Source::Confirm, now)
+                        .observe(payload, origin, timestamp, Source::Confirm, now)
                         .is_some();
                     ExactQueryOutcome::Found
                 }
