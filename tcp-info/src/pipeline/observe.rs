@@ -119,6 +119,8 @@ struct Conn {
     last: ArchivalRecord,
     /// Its network namespace.
     netns: NetnsId,
+    /// Its namespace's tag when it opened (`--netns.attribution`), for its Close event.
+    tag: Option<Arc<NetnsTag>>,
     /// The sweep cycle that last saw it (0 = only seen by another source).
     seen: u64,
     sent: u64,
@@ -163,16 +165,8 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
     /// A pipeline writing to `archive` and `events`.
     pub fn new(config: PipelineConfig, archive: A, events: E, metrics: Arc<Metrics>) -> Self {
         let rates = RateAccounting::new(&metrics);
-        let own = Space {
-            tag: Arc::new(NetnsTag {
-                inode: config.own_netns,
-                ..NetnsTag::default()
-            }),
-            lookup: None,
-            swept: false,
-        };
         Self {
-            spaces: HashMap::from([(config.own_netns, own)]),
+            spaces: HashMap::new(),
             config,
             archive,
             events,
@@ -186,11 +180,28 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
         }
     }
 
+    /// Accepts records of the own namespace (`PipelineConfig::own_netns`), tagged with its
+    /// inode alone, from the start. (The daemon instead adds every namespace it watches with
+    /// [`Self::add_namespace`].)
+    #[must_use]
+    pub fn with_own_namespace(mut self) -> Self {
+        let netns = self.config.own_netns;
+        let tag = Arc::new(NetnsTag {
+            inode: netns,
+            ..NetnsTag::default()
+        });
+        self.add_namespace(netns, tag, None);
+        self
+    }
+
     /// Confirms with `lookup` that a connection of the own namespace is gone before closing
     /// it: one the sweeps stopped listing but an exact query still finds is recorded and kept
     /// open.
     #[must_use]
     pub fn with_lookup(mut self, lookup: Box<dyn Lookup>) -> Self {
+        if !self.spaces.contains_key(&self.config.own_netns) {
+            self = self.with_own_namespace();
+        }
         if let Some(own) = self.spaces.get_mut(&self.config.own_netns) {
             own.lookup = Some(lookup);
         }
@@ -597,6 +608,11 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
                     Conn {
                         last,
                         netns,
+                        tag: if self.config.attribution {
+                            self.spaces.get(&netns).map(|s| Arc::clone(&s.tag))
+                        } else {
+                            None
+                        },
                         seen,
                         sent: sent.unwrap_or(0),
                         received: received.unwrap_or(0),
@@ -729,12 +745,7 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
         self.ended.0 = self.ended.0.saturating_add(conn.sent);
         self.ended.1 = self.ended.1.saturating_add(conn.received);
         let uuid = self.config.prefix.uuid(cookie);
-        let tag = self
-            .spaces
-            .get(&conn.netns)
-            .filter(|_| self.config.attribution)
-            .map(|s| &s.tag);
-        self.events.close(timestamp, &uuid, tag);
+        self.events.close(timestamp, &uuid, conn.tag.as_ref());
         self.metrics.flow_events.get(EventKind::Close).inc();
         self.archive.close(cookie, now);
         Some(conn)

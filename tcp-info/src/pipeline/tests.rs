@@ -24,8 +24,14 @@ enum Seen {
 }
 
 type Log = Rc<RefCell<Vec<Seen>>>;
-/// The `Netns` tags the sinks were given: (what, key or UUID, inode of the tag).
-type Tags = Rc<RefCell<Vec<(&'static str, String, Option<u32>)>>>;
+/// A tag as the test sinks note it: its inode and pod name.
+type Noted = Option<(u32, Option<String>)>;
+/// The `Netns` tags the sinks were given: (what, key or UUID, the tag).
+type Tags = Rc<RefCell<Vec<(&'static str, String, Noted)>>>;
+
+fn note(netns: Option<&Arc<NetnsTag>>) -> Noted {
+    netns.map(|t| (t.inode, t.pod_name.clone()))
+}
 
 struct Archive(Log, Tags);
 impl ArchiveSink for Archive {
@@ -38,7 +44,7 @@ impl ArchiveSink for Archive {
     ) -> Result<(), String> {
         self.1
             .borrow_mut()
-            .push(("write", format!("{cookie:x}"), netns.map(|t| t.inode)));
+            .push(("write", format!("{cookie:x}"), note(netns)));
         let acked = record
             .attribute(2)
             .map_or(0, |i| crate::tcpinfo::TcpInfo::decode(i).bytes_acked);
@@ -61,13 +67,13 @@ impl EventSink for Events {
     fn open(&self, _: Timestamp, uuid: &str, _: &InetDiagMsg<'_>, netns: Option<&Arc<NetnsTag>>) {
         self.1
             .borrow_mut()
-            .push(("open", uuid.to_owned(), netns.map(|t| t.inode)));
+            .push(("open", uuid.to_owned(), note(netns)));
         self.0.borrow_mut().push(Seen::Open(uuid.to_owned()));
     }
     fn close(&self, _: Timestamp, uuid: &str, netns: Option<&Arc<NetnsTag>>) {
         self.1
             .borrow_mut()
-            .push(("close", uuid.to_owned(), netns.map(|t| t.inode)));
+            .push(("close", uuid.to_owned(), note(netns)));
         self.0.borrow_mut().push(Seen::Closed(uuid.to_owned()));
     }
 }
@@ -127,7 +133,8 @@ fn pipeline_with(
         Archive(Rc::clone(&log), Rc::clone(&tags)),
         Events(Rc::clone(&log), Rc::clone(&tags)),
         Arc::clone(&metrics),
-    );
+    )
+    .with_own_namespace();
     (o, log, tags, metrics)
 }
 
@@ -633,12 +640,12 @@ fn attribution_tags_files_and_events_only_when_asked() {
         let a = [payload(0x10, 1, 1, AF_INET)];
         o.sweep_namespaces(&[ns_sweep(POD_A, Some(&a), t)], now);
         o.remove_namespace(POD_A, now);
-        let want = attribution.then_some(POD_A);
+        let want = attribution.then(|| (POD_A, Some("a".to_owned())));
         assert_eq!(
             *tags.borrow(),
             [
-                ("open", "host_1_0000000000000010".to_owned(), want),
-                ("write", "10".to_owned(), want),
+                ("open", "host_1_0000000000000010".to_owned(), want.clone()),
+                ("write", "10".to_owned(), want.clone()),
                 ("close", "host_1_0000000000000010".to_owned(), want),
             ],
             "attribution {attribution}"
@@ -675,4 +682,39 @@ fn without_global_cookies_other_namespaces_get_keys_of_their_own() {
             Seen::Open("host_1_F00000B000000005".into()),
         ]
     );
+}
+
+#[test]
+fn a_connection_keeps_the_tag_it_opened_with_when_its_namespace_is_retagged() {
+    let (mut o, _, tags, _) = pipeline_with(Duration::ZERO, OWN, true, true);
+    let bare = Arc::new(NetnsTag {
+        inode: POD_A,
+        ..NetnsTag::default()
+    });
+    o.add_namespace(POD_A, bare, None);
+    let t = Timestamp::now();
+    let now = Instant::now();
+    let first = [payload(0x10, 1, 1, AF_INET)];
+    o.sweep_namespaces(&[ns_sweep(POD_A, Some(&first), t)], now);
+    // The pod's process appeared: connections opened from now on name the pod.
+    o.retag_namespace(POD_A, tag(POD_A, "a"));
+    let both = [payload(0x10, 1, 1, AF_INET), payload(0x11, 1, 1, AF_INET)];
+    o.sweep_namespaces(&[ns_sweep(POD_A, Some(&both), t)], now);
+    o.shutdown();
+    let seen = tags.borrow();
+    let of = |what: &str, cookie: u64| {
+        let uuid = format!("host_1_{cookie:016X}");
+        seen.iter()
+            .find(|(w, u, _)| *w == what && *u == uuid)
+            .map(|(_, _, noted)| noted.clone())
+    };
+    let named = Some(Some((POD_A, Some("a".to_owned()))));
+    assert_eq!(of("open", 0x10), Some(Some((POD_A, None))));
+    assert_eq!(
+        of("close", 0x10),
+        Some(Some((POD_A, None))),
+        "its Open's tag"
+    );
+    assert_eq!(of("open", 0x11), named);
+    assert_eq!(of("close", 0x11), named);
 }
