@@ -77,8 +77,8 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
     let saver = Saver::new(config).context("starting the saver")?;
     let mut observer_config = PipelineConfig::new(Exclusions::new(true, &[], &[]), prefix);
     observer_config.close_grace = Duration::from_millis(500);
-    let mut pipeline = Pipeline::new(observer_config, SaverSink(saver), NoEvents, metrics)
-        .with_own_namespace();
+    let mut pipeline =
+        Pipeline::new(observer_config, SaverSink(saver), NoEvents, metrics).with_own_namespace();
 
     let n = args.connections;
     let mut dump = Payloads::with_capacity(n, n * 400);

@@ -44,7 +44,7 @@ enum Cmd {
     /// Internal: one workload worker process, driven over stdin/stdout.
     #[command(hide = true)]
     WorkloadWorker {
-        /// The worker plan, as JSON.
+        /// The worker process's parts (a list of plans), as JSON.
         #[arg(long)]
         plan: String,
         /// Where to write this worker's ground truth.
@@ -89,7 +89,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::BenchFormat { args } => format_bench::run(&args),
         Cmd::BenchScale(args) => bench_scale::run(&args),
         Cmd::WorkloadWorker { plan, truth } => {
-            let plan: workload::worker::WorkerPlan =
+            let plan: workload::driver::ProcessPlan =
                 serde_json::from_str(&plan).map_err(|e| anyhow::anyhow!("bad --plan: {e}"))?;
             workload::worker::serve(&plan, &truth)
         }

@@ -1,5 +1,6 @@
 //! Collectors under test: `--collector NAME=COMMAND` or a built-in preset, run with `sh -c`
-//! inside the server namespace, in their own process group, and stopped with SIGTERM.
+//! inside the server namespace (on the namespace axis, the benchmark's own), in their own
+//! process group, and stopped with SIGTERM.
 
 use std::fs::File;
 use std::os::unix::process::CommandExt as _;
@@ -219,6 +220,14 @@ pub struct Placeholders {
 }
 
 impl CollectorSpec {
+    /// The same collector with `args` appended to its command (e.g. `--netns all`).
+    #[must_use]
+    pub fn with_args(mut self, args: &str) -> Self {
+        self.command.push(' ');
+        self.command.push_str(args);
+        self
+    }
+
     /// The command with placeholders replaced.
     pub fn render(&self, p: &Placeholders) -> String {
         let q = |p: &Path| shell_quote(&p.display().to_string());
@@ -243,19 +252,28 @@ pub struct StopOutcome {
     pub cpu_total_s: f64,
 }
 
-/// A collector process running in the server namespace.
+/// A collector process.
 pub struct RunningCollector {
     pid: Pid,
     reaped: bool,
 }
 
 impl RunningCollector {
-    /// Starts `command` with `sh -c` inside `ns`; output goes to `log`.
-    pub fn spawn(command: &str, ns: &str, log: &Path) -> anyhow::Result<Self> {
+    /// Starts `command` with `sh -c` inside the named namespace `ns` (`None`: this process's
+    /// own); output goes to `log`.
+    pub fn spawn(command: &str, ns: Option<&str>, log: &Path) -> anyhow::Result<Self> {
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "sh", "-c", command])
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "sh"]);
+                c
+            }
+            None => Command::new("sh"),
+        };
+        let child = cmd
+            .args(["-c", command])
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -401,6 +419,9 @@ mod tests {
             "exec '/opt/my bin/tcp-info' --output /tmp/o --prometheusx.listen-address=127.0.0.1:0 \
              --mode sweep --uuid-prefix-file /tmp/p --exclude-local=false"
         );
+        let all = s.with_args("--netns all");
+        assert!(all.command.ends_with("--exclude-local=false --netns all"));
+        assert_eq!(all.name, "tcp-info-sweep");
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! `cargo xtask bench`: measure collectors on the reproducible workload.
 //!
+//! Two axes: idle connections N between two namespaces (the default), or pod namespaces P
+//! ([`namespaces`], `--namespaces`).
+//!
 //! - [`collector`]: collector specs, presets and processes;
-//! - [`trial`]: one measured trial; [`measure`]: process-tree CPU, RSS, procs, fds;
+//! - [`trial`]: one measured trial and its arena; [`measure`]: process-tree CPU, RSS, procs, fds;
 //! - [`coverage`]: grading archives against the ground truth; [`output`]: files/lines/bytes;
 //! - [`fake`]: fake collectors for the self-test; [`repeat`]: the `ss` baseline's ticker;
 //! - [`report`], [`plot`]: Markdown and SVG output.
@@ -10,6 +13,7 @@ pub mod collector;
 pub mod coverage;
 pub mod fake;
 pub mod measure;
+pub mod namespaces;
 pub mod output;
 pub mod plot;
 pub mod repeat;
@@ -21,9 +25,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use self::collector::{Archives, CollectorSpec, DaemonBinary, parse_spec};
+use self::namespaces::Axis;
 use self::report::{Machine, RunInfo, Stat};
-use self::trial::{TrialEnv, TrialResult, TrialSettings, run_trial};
-use crate::interrupt::Interrupt;
+use self::trial::{Arena, TrialEnv, TrialKey, TrialResult, TrialSettings, run_trial};
+use crate::interrupt::{Interrupt, Interrupted};
 use crate::timefmt::{compact, now_unix_ns, timestamp};
 use crate::workload::driver::DEFAULT_IDLE_PER_WORKER;
 use crate::workload::mbit_to_bytes;
@@ -44,13 +49,27 @@ pub struct BenchArgs {
     /// Idle connection counts N to measure, comma-separated [default: 0,1000,5000,20000].
     #[arg(long = "n", value_delimiter = ',')]
     pub n: Option<Vec<usize>>,
-    /// Bulk flows K.
+    /// The namespace axis instead: pod namespace counts P, comma-separated (e.g. 1,10,100).
+    /// Each pod holds --per-namespace idle loopback connections, the first
+    /// min(P, --active-namespaces) one bulk flow each; the collectors are tcp-info-sweep and
+    /// tcp-info-ebpf with --netns all, run in this namespace. Not part of --quick.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = [
+        "quick", "n", "collectors", "bulk", "short_rate", "client_addrs",
+    ])]
+    pub namespaces: Option<Vec<usize>>,
+    /// Idle connections per pod namespace (M), on the namespace axis.
+    #[arg(long, default_value_t = 200)]
+    pub per_namespace: usize,
+    /// Pod namespaces with one bulk flow each, on the namespace axis.
+    #[arg(long, default_value_t = 3)]
+    pub active_namespaces: usize,
+    /// Bulk flows K (N axis).
     #[arg(long, default_value_t = 4)]
     pub bulk: usize,
     /// Per-flow bulk sender rate, Mbit/s (0: unlimited).
     #[arg(long, default_value_t = 100.0)]
     pub bulk_rate_mbit: f64,
-    /// Short connections per second R.
+    /// Short connections per second R (N axis).
     #[arg(long, default_value_t = 50.0)]
     pub short_rate: f64,
     /// Repetitions of every (N, collector) trial [default: 3; quick: 1].
@@ -102,7 +121,7 @@ pub struct BenchArgs {
     /// collectors' figures).
     #[arg(long)]
     pub archives_on_disk: bool,
-    /// Client addresses on the client side of the veth pair.
+    /// Client addresses on the client side of the veth pair (N axis).
     #[arg(long, default_value_t = 8)]
     pub client_addrs: usize,
     /// Idle connections per workload worker process (each costs two descriptors).
@@ -126,6 +145,7 @@ pub struct BenchArgs {
 #[derive(Debug, Clone)]
 struct Plan {
     ns: Vec<usize>,
+    axis: Option<Axis>,
     repeat: usize,
     collectors: Vec<CollectorSpec>,
     reference: Option<String>,
@@ -135,10 +155,12 @@ struct Plan {
 
 fn plan(args: &BenchArgs) -> anyhow::Result<Plan> {
     let q = args.quick;
+    let axis = Axis::from_args(args)?;
     let daemon = DaemonBinary::locate(args.tcp_info_bin.as_deref(), &workspace_root());
     let mut notes = Vec::new();
     let mut names: Vec<String> = args.collectors.clone();
-    if names.is_empty() {
+    // The namespace axis measures its own collectors (below); only fakes join them.
+    if axis.is_none() && names.is_empty() {
         if q {
             names.push("ss-baseline".into());
             if daemon.found.is_some() {
@@ -169,10 +191,13 @@ fn plan(args: &BenchArgs) -> anyhow::Result<Plan> {
             }
         }
     }
-    let collectors = names
-        .iter()
-        .map(|n| parse_spec(n, &daemon))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut collectors = match axis {
+        Some(_) => Axis::collectors(|n| parse_spec(n, &daemon))?,
+        None => Vec::new(),
+    };
+    for n in &names {
+        collectors.push(parse_spec(n, &daemon)?);
+    }
     let mut seen = std::collections::HashSet::new();
     for c in &collectors {
         anyhow::ensure!(
@@ -195,13 +220,16 @@ fn plan(args: &BenchArgs) -> anyhow::Result<Plan> {
             .or(collectors.first())
             .map(|c| c.name.clone()),
     };
-    let ns = args.n.clone().unwrap_or_else(|| {
-        if q {
-            vec![0, 500]
-        } else {
-            vec![0, 1000, 5000, 20_000]
-        }
-    });
+    let ns = match &axis {
+        Some(a) => a.counts.iter().map(|&p| a.idle(p)).collect(),
+        None => args.n.clone().unwrap_or_else(|| {
+            if q {
+                vec![0, 500]
+            } else {
+                vec![0, 1000, 5000, 20_000]
+            }
+        }),
+    };
     anyhow::ensure!(!ns.is_empty(), "--n needs at least one value");
     let pick = |v: Option<f64>, full: f64, quick: f64| v.unwrap_or(if q { quick } else { full });
     let settings = TrialSettings {
@@ -223,6 +251,7 @@ fn plan(args: &BenchArgs) -> anyhow::Result<Plan> {
     anyhow::ensure!(settings.window_s > 0.0, "--window must be positive");
     Ok(Plan {
         ns,
+        axis,
         repeat: args.repeat.unwrap_or(if q { 1 } else { 3 }).max(1),
         collectors,
         reference,
@@ -262,6 +291,7 @@ pub fn run(args: &BenchArgs, interrupt: &Interrupt) -> anyhow::Result<()> {
         source: source_revision(),
         machine: Machine::current(),
         ns: plan.ns.clone(),
+        namespaces: plan.axis.clone(),
         bulk: plan.settings.bulk,
         bulk_rate_mbit: args.bulk_rate_mbit,
         short_rate: plan.settings.short_rate,
@@ -273,48 +303,47 @@ pub fn run(args: &BenchArgs, interrupt: &Interrupt) -> anyhow::Result<()> {
         reference: plan.reference.clone(),
         archives_on_tmpfs: plan.settings.archives_on_tmpfs,
     };
-    let env = TrialEnv {
-        settings: &plan.settings,
-        exe: &exe,
-        run_dir: &run_dir,
-        interrupt,
-    };
     let mut slots: Vec<Option<&CollectorSpec>> = Vec::new();
     if !args.no_baseline {
         slots.push(None);
     }
     slots.extend(plan.collectors.iter().map(Some));
-    let total = plan.repeat * plan.ns.len() * slots.len();
-    let mut results: Vec<TrialResult> = Vec::with_capacity(total);
-    // Repetitions are the outer loop, so drift over time (thermal, other load) spreads over
-    // every collector instead of biasing one.
-    for rep in 0..plan.repeat {
-        for &n in &plan.ns {
-            for c in &slots {
-                let name = c.map_or("(no collector)", |c| c.name.as_str());
-                eprintln!("[{}/{total}] N={n} rep={rep} {name}", results.len() + 1);
-                let r = run_trial(&env, n, rep, *c)?;
-                if let Some(e) = &r.error {
-                    eprintln!("  failed: {e}");
-                } else if let Some(cr) = &r.collector_result {
-                    eprintln!(
-                        "  cpu {:.3} s in window, peak rss {:.1} MiB, {} files{}",
-                        cr.cpu_window_s,
-                        cr.peaks.rss_bytes as f64 / 1_048_576.0,
-                        cr.output.files,
-                        cr.coverage.map_or(String::new(), |cv| {
-                            let all = cv.overall();
-                            format!(
-                                ", seen {}/{}, exact {}/{}",
-                                all.seen, all.total, all.exact, all.gradable
-                            )
-                        })
-                    );
+    let mut trials = Trials {
+        env: TrialEnv {
+            settings: &plan.settings,
+            exe: &exe,
+            run_dir: &run_dir,
+            interrupt,
+        },
+        total: plan.repeat * plan.ns.len() * slots.len(),
+        results: Vec::new(),
+    };
+    match &plan.axis {
+        Some(axis) => namespaces::run(
+            axis,
+            plan.repeat,
+            plan.settings.bulk_rate,
+            &slots,
+            &mut trials,
+        )?,
+        // Repetitions are the outer loop, so drift over time (thermal, other load) spreads over
+        // every collector instead of biasing one.
+        None => {
+            for rep in 0..plan.repeat {
+                for &n in &plan.ns {
+                    for c in &slots {
+                        let key = TrialKey {
+                            n,
+                            namespaces: None,
+                            rep,
+                        };
+                        trials.run(key, *c, || Arena::pair(&plan.settings, n))?;
+                    }
                 }
-                results.push(r);
             }
         }
     }
+    let results = trials.results;
     let verdict = verdict(&plan, args, &results);
     let plots = write_plots(&run_dir, &info, &results)?;
     let plot_refs: Vec<(&str, &str)> = plots
@@ -337,6 +366,33 @@ pub fn run(args: &BenchArgs, interrupt: &Interrupt) -> anyhow::Result<()> {
             verdict.len(),
             verdict.join("\n- ")
         )
+    }
+}
+
+/// The trials of a run, run one at a time with a line of progress each.
+struct Trials<'a> {
+    env: TrialEnv<'a>,
+    total: usize,
+    results: Vec<TrialResult>,
+}
+
+impl Trials<'_> {
+    /// Runs one trial in the arena `arena` makes and keeps its result.
+    fn run(
+        &mut self,
+        key: TrialKey,
+        collector: Option<&CollectorSpec>,
+        arena: impl FnOnce() -> anyhow::Result<Arena>,
+    ) -> Result<(), Interrupted> {
+        let name = collector.map(|c| c.name.as_str());
+        let done = self.results.len();
+        eprintln!("[{}/{}] {}", done + 1, self.total, key.label(name));
+        let r = run_trial(&self.env, key, collector, arena)?;
+        if let Some(outcome) = r.outcome() {
+            eprintln!("  {outcome}");
+        }
+        self.results.push(r);
+        Ok(())
     }
 }
 
@@ -372,12 +428,7 @@ fn command_line() -> String {
 fn verdict(plan: &Plan, args: &BenchArgs, results: &[TrialResult]) -> Vec<String> {
     let mut v = Vec::new();
     for r in results {
-        let who = format!(
-            "N={} rep={} {}",
-            r.n,
-            r.rep,
-            r.collector.as_deref().unwrap_or("(no collector)")
-        );
+        let who = r.label();
         if let Some(e) = &r.error {
             v.push(format!("{who}: trial failed: {e}"));
             continue;
@@ -430,8 +481,9 @@ fn verdict(plan: &Plan, args: &BenchArgs, results: &[TrialResult]) -> Vec<String
     v
 }
 
-/// A plot: title, y-axis label, file name, and the figure of a collector trial (given the
-/// median system-wide busy seconds of the no-collector trials at its N).
+/// A plot: title (before "against …"), y-axis label, file name stem (before `_vs_n.svg` or
+/// `_vs_p.svg`), and the figure of a collector trial (given the median system-wide busy seconds
+/// of the no-collector trials at its N).
 type Figure = (
     &'static str,
     &'static str,
@@ -439,33 +491,49 @@ type Figure = (
     fn(&TrialResult, Option<f64>) -> Option<f64>,
 );
 
-/// CPU (own tree and system-wide) and RSS against N, one line per collector; returns (title,
-/// file name) pairs.
+/// CPU (own tree and system-wide) and RSS against N (on the namespace axis, against P), one
+/// line per collector; returns (title, file name) pairs.
 fn write_plots(
     dir: &Path,
     info: &RunInfo,
     results: &[TrialResult],
 ) -> anyhow::Result<Vec<(String, String)>> {
+    // (x, N) of every point: the namespace axis's trials are grouped by N = P × M too.
+    let (against, x_label, suffix, xs): (&str, &str, &str, Vec<(f64, usize)>) =
+        match &info.namespaces {
+            Some(a) => (
+                "pod namespaces",
+                "pod namespaces (P)",
+                "p",
+                a.counts.iter().map(|&p| (p as f64, a.idle(p))).collect(),
+            ),
+            None => (
+                "idle connections",
+                "idle connections (N)",
+                "n",
+                info.ns.iter().map(|&n| (n as f64, n)).collect(),
+            ),
+        };
     let figures: [Figure; 3] = [
         (
-            "Collector CPU against idle connections",
+            "Collector CPU",
             "CPU, % of one core (window)",
-            "cpu_vs_n.svg",
+            "cpu",
             |r, _| {
                 let c = r.collector_result.as_ref()?;
                 Some(c.cpu_window_s / r.window_s.max(1e-9) * 100.0)
             },
         ),
         (
-            "System-wide CPU above the no-collector baseline",
+            "System-wide CPU above baseline",
             "busy CPU of the machine above baseline, % of one core",
-            "system_cpu_vs_n.svg",
+            "system_cpu",
             report::system_above_baseline_pct,
         ),
         (
-            "Collector peak RSS against idle connections",
+            "Collector peak RSS",
             "peak RSS of the process tree, MiB",
-            "rss_vs_n.svg",
+            "rss",
             |r, _| {
                 let c = r.collector_result.as_ref()?;
                 Some(c.peaks.rss_bytes as f64 / 1_048_576.0)
@@ -473,17 +541,18 @@ fn write_plots(
         ),
     ];
     let mut out = Vec::new();
-    for (title, y, file, f) in figures {
+    for (title, y, stem, f) in figures {
+        let title = format!("{title} against {against}");
+        let file = format!("{stem}_vs_{suffix}.svg");
         let series: Vec<plot::Series> = info
             .collectors
             .iter()
             .filter(|c| c.expectation.is_none()) // fakes do no real work; keep them off the plots
             .map(|c| plot::Series {
                 name: c.name.clone(),
-                points: info
-                    .ns
+                points: xs
                     .iter()
-                    .filter_map(|&n| {
+                    .filter_map(|&(x, n)| {
                         let baseline = report::baseline_system_busy(results, n);
                         let vals: Vec<f64> = results
                             .iter()
@@ -494,14 +563,19 @@ fn write_plots(
                             })
                             .filter_map(|r| f(r, baseline))
                             .collect();
-                        Stat::of(&vals).map(|s| (n as f64, s.median, s.min, s.max))
+                        Stat::of(&vals).map(|s| (x, s.median, s.min, s.max))
                     })
                     .collect(),
             })
             .filter(|s| !s.points.is_empty())
             .collect();
-        plot::line_plot(&dir.join(file), title, y, &series)?;
-        out.push((title.to_owned(), file.to_owned()));
+        let labels = plot::Labels {
+            title: &title,
+            x: x_label,
+            y,
+        };
+        plot::line_plot(&dir.join(&file), labels, &series)?;
+        out.push((title, file));
     }
     Ok(out)
 }
@@ -536,6 +610,75 @@ mod tests {
         assert_eq!(names, ["ss-baseline", "fake-drop-third", "fake-stale"]);
         assert!(p.notes[0].contains("tcp-info-sweep and tcp-info-ebpf skipped"));
         assert_eq!(p.reference.as_deref(), Some("ss-baseline"));
+        assert!(
+            p.axis.is_none(),
+            "--quick must not measure the namespace axis"
+        );
+    }
+
+    #[test]
+    fn namespace_axis_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("tcp-info");
+        std::fs::write(&bin, b"").unwrap();
+        let bin = bin.to_str().unwrap();
+        let p = plan(&args(&[
+            "--namespaces",
+            "100,1,10,10",
+            "--tcp-info-bin",
+            bin,
+        ]))
+        .unwrap();
+        let axis = p.axis.as_ref().unwrap();
+        assert_eq!(axis.counts, [1, 10, 100]);
+        assert_eq!(p.ns, [200, 2000, 20_000]);
+        assert_eq!(
+            [1, 10, 100].map(|n| axis.processes(n)),
+            [1, 1, 3],
+            "8000 idle connections (40 pods) per workload process"
+        );
+        let names: Vec<_> = p.collectors.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["tcp-info-sweep", "tcp-info-ebpf"]);
+        assert!(
+            p.collectors
+                .iter()
+                .all(|c| c.command.ends_with(" --netns all")),
+            "{:?}",
+            p.collectors
+        );
+        assert_eq!(p.reference.as_deref(), Some("tcp-info-sweep"));
+        assert_eq!(p.repeat, 3);
+        // The axis replaces the N axis and its workload, and stays out of --quick.
+        for other in [
+            &["--quick"][..],
+            &["--n", "0"],
+            &["--collector", "ss-baseline"],
+            &["--bulk", "2"],
+        ] {
+            let argv = ["bench", "--namespaces", "1"].iter().chain(other);
+            assert!(Wrap::try_parse_from(argv).is_err(), "{other:?}");
+        }
+        // Pods that do not fit in one workload process, and empty pods, are refused up front.
+        let too_big = [
+            "--namespaces",
+            "1",
+            "--per-namespace",
+            "9000",
+            "--tcp-info-bin",
+            bin,
+        ];
+        let e = plan(&args(&too_big)).unwrap_err().to_string();
+        assert!(e.contains("--idle-per-worker"), "{e}");
+        assert!(plan(&args(&["--namespaces", "0,1", "--tcp-info-bin", bin])).is_err());
+        let empty = [
+            "--namespaces",
+            "1",
+            "--per-namespace",
+            "0",
+            "--tcp-info-bin",
+            bin,
+        ];
+        assert!(plan(&args(&empty)).is_err());
     }
 
     #[test]

@@ -1,15 +1,16 @@
-//! SVG line plots of a figure against N, one line per collector (median, with a min–max bar).
+//! SVG line plots of a figure against N (or P), one line per collector (median, with a min–max
+//! bar).
 
 use std::path::Path;
 
 use plotters::prelude::*;
 
-/// One collector's points: (N, median, min, max).
+/// One collector's points: (x, median, min, max).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     /// Legend label.
     pub name: String,
-    /// Points in increasing N.
+    /// Points in increasing x.
     pub points: Vec<(f64, f64, f64, f64)>,
 }
 
@@ -17,8 +18,19 @@ fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing the plot: {e}")
 }
 
+/// The labels of a plot.
+#[derive(Debug, Clone, Copy)]
+pub struct Labels<'a> {
+    /// The caption.
+    pub title: &'a str,
+    /// The x axis.
+    pub x: &'a str,
+    /// The y axis.
+    pub y: &'a str,
+}
+
 /// Draws `series` into an SVG at `path`.
-pub fn line_plot(path: &Path, title: &str, y_label: &str, series: &[Series]) -> anyhow::Result<()> {
+pub fn line_plot(path: &Path, labels: Labels<'_>, series: &[Series]) -> anyhow::Result<()> {
     let x_max = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.0))
@@ -32,7 +44,7 @@ pub fn line_plot(path: &Path, title: &str, y_label: &str, series: &[Series]) -> 
     let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
+        .caption(labels.title, ("sans-serif", 22))
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(70)
@@ -40,9 +52,9 @@ pub fn line_plot(path: &Path, title: &str, y_label: &str, series: &[Series]) -> 
         .map_err(err)?;
     chart
         .configure_mesh()
-        .x_desc("idle connections (N)")
+        .x_desc(labels.x)
         .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_desc(y_label)
+        .y_desc(labels.y)
         .draw()
         .map_err(err)?;
     for (i, s) in series.iter().enumerate() {
@@ -101,7 +113,12 @@ mod tests {
                 points: vec![(0.0, 5.0, 5.0, 5.0), (20_000.0, 90.0, 80.0, 95.0)],
             },
         ];
-        line_plot(&p, "CPU against N", "CPU % of one core", &series).unwrap();
+        let labels = Labels {
+            title: "CPU against N",
+            x: "idle connections (N)",
+            y: "CPU % of one core",
+        };
+        line_plot(&p, labels, &series).unwrap();
         let svg = std::fs::read_to_string(&p).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..100.min(svg.len())]);
         for needle in [
@@ -115,6 +132,6 @@ mod tests {
             assert!(svg.contains(needle), "missing {needle}");
         }
         // Empty input still gives a valid (empty) chart rather than an error.
-        line_plot(&dir.path().join("empty.svg"), "t", "y", &[]).unwrap();
+        line_plot(&dir.path().join("empty.svg"), labels, &[]).unwrap();
     }
 }

@@ -1,11 +1,13 @@
 //! The Markdown report: machine, parameters, and per (N, collector) figures as
-//! median [min–max] over repetitions, plus ratios between collectors of the same run.
+//! median [min–max] over repetitions, plus ratios between collectors of the same run. On the
+//! namespace axis, its description and table come from [`super::namespaces::report`].
 
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
 use super::collector::CollectorSpec;
+use super::namespaces::{self, Axis};
 use super::trial::{CollectorResult, TrialResult};
 use crate::workload::truth::ConnClass;
 
@@ -71,8 +73,11 @@ pub struct RunInfo {
     pub source: String,
     /// The machine.
     pub machine: Machine,
-    /// Idle connection counts.
+    /// Idle connection counts (on the namespace axis, over all pods: P × M).
     pub ns: Vec<usize>,
+    /// The namespace axis, if the run measured it.
+    #[serde(default)]
+    pub namespaces: Option<Axis>,
     /// Bulk flows.
     pub bulk: usize,
     /// Per-flow sender rate, Mbit/s.
@@ -141,14 +146,17 @@ impl Stat {
     }
 }
 
-fn cell(values: &[f64], fmt: impl Fn(f64) -> String) -> String {
+/// `median [min–max]` of `values`, or `n/a`.
+pub(super) fn cell(values: &[f64], fmt: impl Fn(f64) -> String) -> String {
     Stat::of(values).map_or_else(|| "n/a".into(), |s| s.show(fmt))
 }
 
-fn f1(x: f64) -> String {
+/// One decimal.
+pub(super) fn f1(x: f64) -> String {
     format!("{x:.1}")
 }
-fn f2(x: f64) -> String {
+/// Two decimals.
+pub(super) fn f2(x: f64) -> String {
     format!("{x:.2}")
 }
 fn f3(x: f64) -> String {
@@ -157,17 +165,20 @@ fn f3(x: f64) -> String {
 fn int(x: f64) -> String {
     format!("{x:.0}")
 }
-fn pct(x: f64) -> String {
+/// A fraction as a percentage.
+pub(super) fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
 }
 
 /// Results of one (N, collector) pair.
-struct Group<'a> {
-    ok: Vec<&'a TrialResult>,
+pub(super) struct Group<'a> {
+    /// Its trials that did not fail.
+    pub(super) ok: Vec<&'a TrialResult>,
 }
 
 impl<'a> Group<'a> {
-    fn of(results: &'a [TrialResult], n: usize, collector: Option<&str>) -> Self {
+    /// The pair's trials (`collector` `None`: the no-collector baseline).
+    pub(super) fn of(results: &'a [TrialResult], n: usize, collector: Option<&str>) -> Self {
         Self {
             ok: results
                 .iter()
@@ -180,12 +191,23 @@ impl<'a> Group<'a> {
         self.ok.iter().filter_map(|r| r.collector_result.as_ref())
     }
 
-    fn values(&self, f: impl Fn(&CollectorResult) -> Option<f64>) -> Vec<f64> {
+    /// `f` of every collector result.
+    pub(super) fn values(&self, f: impl Fn(&CollectorResult) -> Option<f64>) -> Vec<f64> {
         self.collected().filter_map(f).collect()
     }
 
-    fn median(&self, f: impl Fn(&CollectorResult) -> Option<f64>) -> Option<f64> {
+    /// The median of [`Self::values`].
+    pub(super) fn median(&self, f: impl Fn(&CollectorResult) -> Option<f64>) -> Option<f64> {
         Stat::of(&self.values(f)).map(|s| s.median)
+    }
+
+    /// System-wide CPU above `baseline` of every trial, % of one core
+    /// ([`system_above_baseline_pct`]).
+    pub(super) fn system_pct(&self, baseline: Option<f64>) -> Vec<f64> {
+        self.ok
+            .iter()
+            .filter_map(|r| system_above_baseline_pct(r, baseline))
+            .collect()
     }
 
     fn bulk(&self) -> Vec<f64> {
@@ -193,7 +215,8 @@ impl<'a> Group<'a> {
     }
 }
 
-fn cpu_pct(c: &CollectorResult, window_s: f64) -> f64 {
+/// The collector's own CPU in the window, % of one core.
+pub(super) fn cpu_pct(c: &CollectorResult, window_s: f64) -> f64 {
     c.cpu_window_s / window_s * 100.0
 }
 
@@ -212,6 +235,21 @@ pub fn system_above_baseline_pct(r: &TrialResult, baseline_busy_s: Option<f64>) 
     let busy = r.system_busy_s?;
     let base = baseline_busy_s?;
     (r.window_s > 0.0).then(|| (busy - base) / r.window_s * 100.0)
+}
+
+/// The N axis's workload paragraph.
+fn pair_workload(info: &RunInfo) -> String {
+    let ns: Vec<String> = info.ns.iter().map(ToString::to_string).collect();
+    format!(
+        "**Workload:** N ∈ {{{}}} idle connections; K = {} bulk flows at {} Mbit/s each \
+         (alternately server→client and client→server); R = {} short connections/s; {} client \
+         addresses; between two network namespaces over a veth pair.",
+        ns.join(", "),
+        info.bulk,
+        info.bulk_rate_mbit,
+        info.short_rate,
+        info.client_addrs
+    )
 }
 
 /// Renders the report.
@@ -234,25 +272,27 @@ pub fn render(
         "**Command:** `{}` (source {})\n",
         info.command_line, info.source
     );
-    let ns: Vec<String> = info.ns.iter().map(ToString::to_string).collect();
+    // The workload, how each trial starts, and what one group of trials is called.
+    let (workload, start, unit) = match &info.namespaces {
+        Some(axis) => (
+            namespaces::report::workload(axis, info),
+            namespaces::report::TRIAL_START,
+            "P",
+        ),
+        None => (
+            pair_workload(info),
+            "per trial, fresh namespaces; the collector starts in the server namespace, then \
+             the workload",
+            "N",
+        ),
+    };
+    let _ = writeln!(md, "{workload}\n");
     let _ = writeln!(
         md,
-        "**Workload:** N ∈ {{{}}} idle connections; K = {} bulk flows at {} Mbit/s each \
-         (alternately server→client and client→server); R = {} short connections/s; {} client \
-         addresses; between two network namespaces over a veth pair.\n",
-        ns.join(", "),
-        info.bulk,
-        info.bulk_rate_mbit,
-        info.short_rate,
-        info.client_addrs
-    );
-    let _ = writeln!(
-        md,
-        "**Method:** per trial, fresh namespaces; the collector starts in the server namespace, \
-         then the workload; after {} s of warm-up, a {} s window is measured; then every connection \
-         closes, the collector gets SIGTERM, and its archives are graded against the ground truth. \
-         Each (N, collector) pair ran {} time(s); cells read `median [min–max]`. The workload \
-         generator's CPU is never counted. {}\n",
+        "**Method:** {start}; after {} s of warm-up, a {} s window is measured; then every \
+         connection closes, the collector gets SIGTERM, and its archives are graded against the \
+         ground truth. Each ({unit}, collector) pair ran {} time(s); cells read \
+         `median [min–max]`. The workload generator's CPU is never counted. {}\n",
         info.warmup_s,
         info.window_s,
         info.repeat,
@@ -270,6 +310,9 @@ pub fn render(
         let _ = writeln!(md, "- `{}`: `{}`", c.name, c.command);
     }
     md.push('\n');
+    if let Some(axis) = &info.namespaces {
+        md.push_str(&namespaces::report::table(axis, info.window_s, results));
+    }
 
     // Self-test collectors do no real work: they appear in the coverage tables only.
     let names: Vec<&str> = info
@@ -292,10 +335,7 @@ pub fn render(
             if g.ok.is_empty() {
                 continue;
             }
-            let system: Vec<f64> =
-                g.ok.iter()
-                    .filter_map(|r| system_above_baseline_pct(r, baseline))
-                    .collect();
+            let system = g.system_pct(baseline);
             let exits: Vec<String> = g.collected().map(|c| c.stop.status.clone()).collect();
             let mut exits_u = exits.clone();
             exits_u.dedup();
@@ -538,7 +578,7 @@ pub fn render(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::bench::collector::{Archives, StopOutcome};
     use crate::bench::coverage::{ClassCoverage, Coverage};
@@ -556,7 +596,9 @@ mod tests {
         assert_eq!(Stat::of(&[5.0]).unwrap().show(f1), "5.0");
     }
 
-    fn result(
+    /// A successful trial: `cpu` CPU seconds in a 10 s window, on top of a machine busy 6 s
+    /// (used by the namespace axis's tests too).
+    pub fn result(
         n: usize,
         rep: usize,
         collector: Option<&str>,
@@ -588,6 +630,7 @@ mod tests {
         };
         TrialResult {
             n,
+            namespaces: None,
             rep,
             collector: collector.map(Into::into),
             error: None,
@@ -653,6 +696,7 @@ mod tests {
                 ss_version: "ss".into(),
             },
             ns: vec![0, 1000],
+            namespaces: None,
             bulk: 4,
             bulk_rate_mbit: 100.0,
             short_rate: 50.0,

@@ -1,5 +1,6 @@
-//! One trial: fresh namespaces, optionally a collector, the workload, a measured window, the
-//! close of every connection, the collector's stop, and grading of what it wrote.
+//! One trial: its [`Arena`] (on the N axis, fresh namespaces), optionally a collector, the
+//! workload, a measured window, the close of every connection, the collector's stop, and
+//! grading of what it wrote.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,8 +13,9 @@ use super::coverage::{ArchiveIndex, Coverage, coverage, records_per_second};
 use super::measure::{Peaks, Sampler, clock_ticks_per_sec, sample_tree, system_busy_ticks};
 use super::output::{OutputStats, scan_output};
 use crate::interrupt::Interrupt;
-use crate::workload::driver::{Workload, WorkloadParams};
+use crate::workload::driver::{ProcessPlan, Workload, WorkloadParams};
 use crate::workload::netns::Topology;
+use crate::workload::pods::{PodLoad, Pods};
 use crate::workload::truth::{ConnClass, TruthSummary};
 
 /// Timing and sizing shared by every trial of a run.
@@ -123,8 +125,11 @@ pub struct CollectorResult {
 /// The outcome of one trial.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrialResult {
-    /// Idle connections.
+    /// Idle connections (on the namespace axis, over all pods).
     pub n: usize,
+    /// Pod namespaces (the namespace axis; `None` on the N axis).
+    #[serde(default)]
+    pub namespaces: Option<usize>,
     /// Repetition number.
     pub rep: usize,
     /// Collector name (`None`: the no-collector baseline).
@@ -148,6 +153,106 @@ pub struct TrialResult {
     pub collector_result: Option<CollectorResult>,
 }
 
+impl TrialResult {
+    /// `P=… N=… rep=… collector`, for progress lines and the verdict.
+    pub fn label(&self) -> String {
+        let key = TrialKey {
+            n: self.n,
+            namespaces: self.namespaces,
+            rep: self.rep,
+        };
+        key.label(self.collector.as_deref())
+    }
+
+    /// One line on what the collector did, or why the trial failed (`None` for a baseline
+    /// trial that went well).
+    pub fn outcome(&self) -> Option<String> {
+        if let Some(e) = &self.error {
+            return Some(format!("failed: {e}"));
+        }
+        let cr = self.collector_result.as_ref()?;
+        Some(format!(
+            "cpu {:.3} s in window, peak rss {:.1} MiB, {} files{}",
+            cr.cpu_window_s,
+            cr.peaks.rss_bytes as f64 / 1_048_576.0,
+            cr.output.files,
+            cr.coverage.map_or(String::new(), |cv| {
+                let all = cv.overall();
+                format!(
+                    ", seen {}/{}, exact {}/{}",
+                    all.seen, all.total, all.exact, all.gradable
+                )
+            })
+        ))
+    }
+}
+
+/// Which trial: its idle connections, pod namespaces and repetition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrialKey {
+    /// Idle connections in all.
+    pub n: usize,
+    /// Pod namespaces (the namespace axis).
+    pub namespaces: Option<usize>,
+    /// Repetition number.
+    pub rep: usize,
+}
+
+impl TrialKey {
+    /// `P=… N=… rep=… collector` (`None`: the no-collector baseline).
+    pub fn label(&self, collector: Option<&str>) -> String {
+        format!(
+            "{}N={} rep={} {}",
+            self.namespaces.map_or(String::new(), |p| format!("P={p} ")),
+            self.n,
+            self.rep,
+            collector.unwrap_or("(no collector)")
+        )
+    }
+}
+
+/// Where a trial's collector runs and what its workload does.
+pub struct Arena {
+    /// The network namespace the collector runs in (`None`: the benchmark's own).
+    pub collector_ns: Option<String>,
+    /// The workload's worker processes.
+    pub processes: Vec<ProcessPlan>,
+    /// Namespaces that live as long as the trial (deleted when it ends).
+    _owned: Option<Topology>,
+}
+
+impl Arena {
+    /// The N axis: fresh server and client namespaces joined by a veth pair, `idle` idle
+    /// connections and the run's bulk and short connections; the collector in the server
+    /// namespace.
+    pub fn pair(s: &TrialSettings, idle: usize) -> anyhow::Result<Self> {
+        let topo = Topology::create(s.client_addrs)?;
+        let params = WorkloadParams {
+            idle,
+            bulk: s.bulk,
+            bulk_rate: s.bulk_rate,
+            short_rate: s.short_rate,
+            idle_per_worker: s.idle_per_worker,
+            seed: s.seed,
+        };
+        Ok(Self {
+            collector_ns: Some(topo.server_ns.clone()),
+            processes: params.processes(&topo),
+            _owned: Some(topo),
+        })
+    }
+
+    /// The namespace axis: existing pods (they outlive the trial) running `load`; the
+    /// collector in the benchmark's own namespace, as a node agent runs.
+    pub fn pods(pods: &Pods, load: &PodLoad) -> anyhow::Result<Self> {
+        Ok(Self {
+            collector_ns: None,
+            processes: load.processes(pods.names())?,
+            _owned: None,
+        })
+    }
+}
+
 /// Where a trial runs.
 pub struct TrialEnv<'a> {
     /// Shared settings.
@@ -160,16 +265,18 @@ pub struct TrialEnv<'a> {
     pub interrupt: &'a Interrupt,
 }
 
-/// Runs one trial. Errors other than an interrupt are reported in the result.
+/// Runs one trial in the arena `arena` makes. Errors other than an interrupt are reported in
+/// the result.
 pub fn run_trial(
     env: &TrialEnv<'_>,
-    n: usize,
-    rep: usize,
+    key: TrialKey,
     collector: Option<&CollectorSpec>,
+    arena: impl FnOnce() -> anyhow::Result<Arena>,
 ) -> Result<TrialResult, crate::interrupt::Interrupted> {
     let mut result = TrialResult {
-        n,
-        rep,
+        n: key.n,
+        namespaces: key.namespaces,
+        rep: key.rep,
         collector: collector.map(|c| c.name.clone()),
         error: None,
         window_s: 0.0,
@@ -179,7 +286,7 @@ pub fn run_trial(
         truth: None,
         collector_result: None,
     };
-    if let Err(e) = trial_inner(env, collector, &mut result) {
+    if let Err(e) = trial_inner(env, collector, arena, &mut result) {
         if e.downcast_ref::<crate::interrupt::Interrupted>().is_some() {
             return Err(crate::interrupt::Interrupted);
         }
@@ -191,14 +298,16 @@ pub fn run_trial(
 fn trial_inner(
     env: &TrialEnv<'_>,
     spec: Option<&CollectorSpec>,
+    arena: impl FnOnce() -> anyhow::Result<Arena>,
     r: &mut TrialResult,
 ) -> anyhow::Result<()> {
     let s = env.settings;
     let name = spec.map_or("none", |c| c.name.as_str());
+    let pods = r.namespaces.map_or(String::new(), |p| format!("p{p}-"));
     let dir = env
         .run_dir
         .join("trials")
-        .join(format!("n{}-{name}-r{}", r.n, r.rep));
+        .join(format!("{pods}n{}-{name}-r{}", r.n, r.rep));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let paths = Placeholders {
         out: dir.join("out"),
@@ -215,11 +324,12 @@ fn trial_inner(
     };
     std::fs::write(&paths.prefix_file, format!("bench{}", std::process::id()))?;
 
-    let topo = Topology::create(s.client_addrs)?;
+    let arena = arena()?;
     let mut running = match spec {
         Some(c) => {
             let cmd = c.render(&paths);
-            let proc = RunningCollector::spawn(&cmd, &topo.server_ns, &dir.join("collector.log"))?;
+            let log = dir.join("collector.log");
+            let proc = RunningCollector::spawn(&cmd, arena.collector_ns.as_deref(), &log)?;
             let sampler = Sampler::start(proc.pid(), Duration::from_millis(s.sample_interval_ms));
             Some((proc, sampler))
         }
@@ -228,15 +338,7 @@ fn trial_inner(
     env.interrupt.sleep(secs(s.collector_startup_s))?;
     check_alive(&mut running)?;
 
-    let params = WorkloadParams {
-        idle: r.n,
-        bulk: s.bulk,
-        bulk_rate: s.bulk_rate,
-        short_rate: s.short_rate,
-        idle_per_worker: s.idle_per_worker,
-        seed: s.seed,
-    };
-    let mut wl = Workload::start(env.exe, &topo, &params, &dir, env.interrupt)?;
+    let mut wl = Workload::start(env.exe, &arena.processes, &dir, env.interrupt)?;
     env.interrupt.sleep(secs(s.warmup_s))?;
     check_alive(&mut running)?;
 
@@ -300,7 +402,7 @@ fn trial_inner(
             first_archive_error: index.and_then(|i| i.first_error),
         });
     }
-    drop(topo);
+    drop(arena);
     if s.keep_archives
         && let Some(mount) = tmpfs
     {

@@ -1,4 +1,7 @@
 //! Runs a whole workload as worker processes and collects their ground truth.
+//!
+//! Each process runs one or more parts ([`WorkerPlan`]s): the N axis gives every process one
+//! part between the server and client namespaces, the namespace axis gives it several pods.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::process::CommandExt as _;
@@ -18,7 +21,10 @@ use crate::interrupt::Interrupt;
 /// machine's hard `RLIMIT_NOFILE` is 20 000.
 pub const DEFAULT_IDLE_PER_WORKER: usize = 8000;
 /// First server port; worker `i` uses `PORT_BASE + 10 * i` .. `+ 2`.
-const PORT_BASE: u16 = 5000;
+pub const PORT_BASE: u16 = 5000;
+
+/// What one worker process runs: its parts, each started in turn.
+pub type ProcessPlan = Vec<WorkerPlan>;
 
 /// The workload's shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +67,11 @@ impl WorkloadParams {
                 }
             })
             .collect()
+    }
+
+    /// [`Self::plans`], one worker process each.
+    pub fn processes(&self, topo: &Topology) -> Vec<ProcessPlan> {
+        self.plans(topo).into_iter().map(|p| vec![p]).collect()
     }
 }
 
@@ -115,20 +126,20 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// Spawns the workers (`exe workload-worker`, out of any collector's process tree) and waits
-    /// until every connection is up. Per-worker ground truth goes to `dir`.
+    /// Spawns one worker (`exe workload-worker`, out of any collector's process tree) per
+    /// process plan and waits until every connection is up. Per-worker ground truth goes to
+    /// `dir`.
     pub fn start(
         exe: &Path,
-        topo: &Topology,
-        params: &WorkloadParams,
+        processes: &[ProcessPlan],
         dir: &Path,
         interrupt: &Interrupt,
     ) -> anyhow::Result<Self> {
         let mut wl = Self {
             workers: Vec::new(),
         };
-        for plan in params.plans(topo) {
-            let truth = dir.join(format!("truth-worker{}.jsonl", plan.index));
+        for (index, plan) in processes.iter().enumerate() {
+            let truth = dir.join(format!("truth-worker{index}.jsonl"));
             let mut child = Command::new(exe)
                 .arg("workload-worker")
                 .arg("--plan")
@@ -160,10 +171,11 @@ impl Workload {
                 child,
                 events: rx,
                 truth,
-                index: plan.index,
+                index,
             });
         }
-        let timeout = Duration::from_secs(60) + Duration::from_millis(5 * params.idle as u64);
+        let idle: usize = processes.iter().flatten().map(|p| p.idle).sum();
+        let timeout = Duration::from_secs(60) + Duration::from_millis(5 * idle as u64);
         for w in &wl.workers {
             match w.next_event(timeout, interrupt)? {
                 WorkerEvent::Ready { .. } => {}
@@ -263,5 +275,7 @@ mod tests {
         assert_eq!(plans[2].port_base, PORT_BASE + 20);
         let p0 = WorkloadParams { idle: 0, ..p };
         assert_eq!(topo_like(&p0).len(), 1);
+        let procs = p.processes(&Topology::for_tests());
+        assert!(procs.len() == 3 && procs.iter().all(|pp| pp.len() == 1));
     }
 }

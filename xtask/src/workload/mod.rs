@@ -1,7 +1,8 @@
 //! The reproducible workload: idle, bulk and short TCP connections between two network
 //! namespaces, with a ground-truth log of every connection.
 //!
-//! - [`netns`]: the namespaces and veth pair (setup, teardown, stale clean-up);
+//! - [`netns`]: the namespaces and veth pair (setup, teardown, stale clean-up); [`pods`]: the
+//!   namespace axis's pod namespaces;
 //! - [`idle`], [`bulk`], [`short`]: the three connection classes;
 //! - [`sock`]: socket helpers and the close protocol that makes final counters exact;
 //! - [`truth`]: the ground-truth log;
@@ -11,6 +12,7 @@ pub mod bulk;
 pub mod driver;
 pub mod idle;
 pub mod netns;
+pub mod pods;
 pub mod short;
 pub mod sock;
 #[cfg(test)]
@@ -101,7 +103,7 @@ pub fn run_standalone(args: &WorkloadArgs, interrupt: &Interrupt) -> anyhow::Res
     let dir = tempdir_for("workload")?;
     let params = args.params();
     let started = Instant::now();
-    let mut wl = driver::Workload::start(&exe, &topo, &params, &dir, interrupt)?;
+    let mut wl = driver::Workload::start(&exe, &params.processes(&topo), &dir, interrupt)?;
     eprintln!(
         "workload up in {:.1} s: {} idle, {} bulk, {} short/s over {} worker process(es), namespaces {} / {}",
         started.elapsed().as_secs_f64(),

@@ -2,8 +2,10 @@
 //!
 //! Everything lives inside namespaces this module creates: the veth pair is created directly in
 //! them (it never appears in the host namespace), so addresses and interface names cannot clash
-//! with the host or with concurrent runs. Namespace names carry the pid and a counter; a `Drop`
-//! guard deletes them, and [`cleanup_stale`] removes those left behind by killed runs.
+//! with the host or with concurrent runs. Namespace names carry the pid and a counter
+//! ([`unique_base`]); a `Drop` guard ([`Owned`]) deletes them, and [`cleanup_stale`] removes
+//! those left behind by killed runs. The namespace axis's pod namespaces (`pods`) follow the
+//! same rules.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -38,8 +40,8 @@ pub struct Topology {
     pub server_addr: Ipv4Addr,
     /// The client addresses (10.77.x.y/16, on the client end of the veth).
     pub client_addrs: Vec<Ipv4Addr>,
-    /// Namespaces created so far and not yet deleted.
-    created: Vec<String>,
+    /// Namespaces created so far, deleted (and the veth pair with them) on drop.
+    created: Owned,
 }
 
 impl Topology {
@@ -52,8 +54,7 @@ impl Topology {
                 "client address count must be within 1..={MAX_CLIENT_ADDRS}, got {client_addr_count}"
             );
         }
-        let id = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let base = format!("{NS_PREFIX}{}x{id}", std::process::id());
+        let base = unique_base();
         let mut topo = Self {
             server_ns: format!("{base}s"),
             client_ns: format!("{base}c"),
@@ -61,7 +62,7 @@ impl Topology {
             client_addrs: (0..client_addr_count)
                 .map(|i| Ipv4Addr::new(10, 77, 1 + (i / 250) as u8, 1 + (i % 250) as u8))
                 .collect(),
-            created: Vec::new(),
+            created: Owned::default(),
         };
         topo.build()?;
         Ok(topo)
@@ -69,10 +70,8 @@ impl Topology {
 
     fn build(&mut self) -> anyhow::Result<()> {
         let (s, c) = (self.server_ns.clone(), self.client_ns.clone());
-        ip(&["netns", "add", &s])?;
-        self.created.push(s.clone());
-        ip(&["netns", "add", &c])?;
-        self.created.push(c.clone());
+        self.created.add(&s)?;
+        self.created.add(&c)?;
         ip(&[
             "link", "add", "name", SERVER_IF, "netns", &s, "type", "veth", "peer", "name",
             CLIENT_IF, "netns", &c,
@@ -92,7 +91,6 @@ impl Topology {
         }
         ip_batch(&c, &batch)?;
         for (ns, dev) in [(&s, SERVER_IF), (&c, CLIENT_IF)] {
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
             ip(&["-n", ns, "link", "set", dev, "up"])?;
         }
         // Room for tens of thousands of connections: a deep accept queue on the server and a
@@ -102,11 +100,31 @@ impl Topology {
         write_sysctl(&c, "net/ipv4/ip_local_port_range", "1024 65000")?;
         Ok(())
     }
+}
 
-    /// Deletes both namespaces (and with them the veth pair). Idempotent.
-    pub fn teardown(&mut self) -> anyhow::Result<()> {
+/// A fresh name stem for this process's namespaces: the prefix, the pid and a counter
+/// (`tib<pid>x<n>`); a role suffix follows (`s`, `c`, or `p<k>` for pod `k`).
+pub fn unique_base() -> String {
+    let id = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{NS_PREFIX}{}x{id}", std::process::id())
+}
+
+/// Named network namespaces this process created, deleted (last first) when dropped.
+#[derive(Debug, Default)]
+pub struct Owned(Vec<String>);
+
+impl Owned {
+    /// Creates the named namespace `name` with its loopback up, and owns it from then on.
+    pub fn add(&mut self, name: &str) -> anyhow::Result<()> {
+        ip(&["netns", "add", name])?;
+        self.0.push(name.to_owned());
+        ip(&["-n", name, "link", "set", "lo", "up"])
+    }
+
+    /// Deletes every namespace owned (and what lives in it). Idempotent.
+    fn teardown(&mut self) -> anyhow::Result<()> {
         let mut first_err = None;
-        while let Some(ns) = self.created.pop() {
+        while let Some(ns) = self.0.pop() {
             if let Err(e) = ip(&["netns", "del", &ns])
                 && first_err.is_none()
             {
@@ -114,6 +132,14 @@ impl Topology {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            eprintln!("warning: tearing down network namespaces: {e:#}");
+        }
     }
 }
 
@@ -126,15 +152,7 @@ impl Topology {
             client_ns: "tib0x0c".into(),
             server_addr: Ipv4Addr::new(10, 77, 0, 1),
             client_addrs: vec![Ipv4Addr::new(10, 77, 1, 1)],
-            created: Vec::new(),
-        }
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        if let Err(e) = self.teardown() {
-            eprintln!("warning: tearing down network namespaces: {e:#}");
+            created: Owned::default(),
         }
     }
 }
@@ -162,7 +180,7 @@ pub fn run_in<T: Send>(
 }
 
 /// Writes `/proc/sys/<key>` as seen from namespace `ns`.
-fn write_sysctl(ns: &str, key: &str, value: &str) -> anyhow::Result<()> {
+pub fn write_sysctl(ns: &str, key: &str, value: &str) -> anyhow::Result<()> {
     run_in(ns, || {
         let path = Path::new("/proc/sys").join(key);
         std::fs::write(&path, value)
@@ -237,12 +255,18 @@ pub fn list_namespaces() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The pid encoded in a namespace name made by [`Topology::create`], if it is one.
+/// The pid encoded in a namespace name made from [`unique_base`] (`tib<pid>x<n>` followed by
+/// `s`, `c` or `p<k>`), if it is one.
 fn owner_pid(name: &str) -> Option<u32> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let rest = name.strip_prefix(NS_PREFIX)?;
     let (pid, tail) = rest.split_once('x')?;
-    let tail = tail.strip_suffix(['s', 'c'])?;
-    if tail.is_empty() || !tail.bytes().all(|b| b.is_ascii_digit()) {
+    let counter = match tail.split_once('p') {
+        Some((counter, pod)) if digits(pod) => counter,
+        Some(_) => return None,
+        None => tail.strip_suffix(['s', 'c'])?,
+    };
+    if !digits(counter) {
         return None;
     }
     pid.parse().ok()
@@ -274,6 +298,10 @@ mod tests {
         assert_eq!(owner_pid("tib123x45"), None);
         assert_eq!(owner_pid("tib123xs"), None);
         assert_eq!(owner_pid("other123x0s"), None);
+        assert_eq!(owner_pid("tib123x4p17"), Some(123));
+        assert_eq!(owner_pid("tib123x4p"), None);
+        assert_eq!(owner_pid("tib123xp1"), None);
+        assert_eq!(owner_pid("tib123x4p1s"), None);
     }
 
     #[test]
@@ -281,7 +309,7 @@ mod tests {
         if !require_root("create_connect_and_teardown") {
             return;
         }
-        let mut topo = Topology::create(3).unwrap();
+        let topo = Topology::create(3).unwrap();
         let names = list_namespaces();
         assert!(names.contains(&topo.server_ns) && names.contains(&topo.client_ns));
         assert_eq!(
@@ -311,9 +339,8 @@ mod tests {
             assert_eq!(peer, s.local_addr().unwrap());
         }
         let (s, c) = (topo.server_ns.clone(), topo.client_ns.clone());
-        topo.teardown().unwrap();
+        drop(topo);
         let names = list_namespaces();
         assert!(!names.contains(&s) && !names.contains(&c));
-        drop(topo);
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! A process may hold at most `RLIMIT_NOFILE` descriptors (20 000 on the reference machine, and
 //! the hard limit cannot be raised without CAP_SYS_RESOURCE), and every connection costs two.
-//! So the driver splits the idle connections over several worker processes. A worker is driven
-//! over stdin/stdout with one JSON line per message (see [`serve`]).
+//! So the driver splits the idle connections over several worker processes. A process runs one
+//! or more parts ([`WorkerPlan`], e.g. one per pod namespace) and is driven over stdin/stdout
+//! with one JSON line per message (see [`serve`]).
 
 use std::io::{BufRead as _, Write as _};
 use std::net::Ipv4Addr;
@@ -21,10 +22,12 @@ use super::idle::IdleShard;
 use super::short::ShortRunner;
 use super::truth::{ConnTruth, write_truth};
 
-/// What one worker process does.
+/// One part of a worker process: idle connections, bulk flows and short connections between a
+/// server and a client namespace (the same one for a pod).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerPlan {
-    /// Worker number (0 runs bulk and short connections).
+    /// Part number (on the N axis, worker 0 runs the bulk and short connections; on the
+    /// namespace axis, the pod).
     pub index: usize,
     /// Server namespace.
     pub server_ns: String,
@@ -49,6 +52,11 @@ pub struct WorkerPlan {
 }
 
 impl WorkerPlan {
+    /// The part, for error messages.
+    fn who(&self) -> String {
+        format!("part {} (namespace {})", self.index, self.server_ns)
+    }
+
     fn endpoints(&self) -> Endpoints {
         Endpoints {
             server_ns: self.server_ns.clone(),
@@ -95,12 +103,8 @@ impl Worker {
         let ep = plan.endpoints();
         let bulk_bytes = Arc::new(AtomicU64::new(0));
         let short_done = Arc::new(AtomicU64::new(0));
-        let idle = IdleShard::open(&ep, plan.port_base, plan.idle).with_context(|| {
-            format!(
-                "worker {}: opening {} idle connections",
-                plan.index, plan.idle
-            )
-        })?;
+        let idle = IdleShard::open(&ep, plan.port_base, plan.idle)
+            .with_context(|| format!("{}: opening {} idle connections", plan.who(), plan.idle))?;
         let bulk = BulkFlows::start(
             &ep,
             plan.port_base + 1,
@@ -108,7 +112,7 @@ impl Worker {
             plan.bulk_rate,
             &bulk_bytes,
         )
-        .with_context(|| format!("worker {}: starting bulk flows", plan.index))?;
+        .with_context(|| format!("{}: starting bulk flows", plan.who()))?;
         let short = if plan.short_rate > 0.0 {
             Some(
                 ShortRunner::start(
@@ -118,7 +122,7 @@ impl Worker {
                     plan.seed,
                     &short_done,
                 )
-                .with_context(|| format!("worker {}: starting short connections", plan.index))?,
+                .with_context(|| format!("{}: starting short connections", plan.who()))?,
             )
         } else {
             None
@@ -188,10 +192,10 @@ fn emit(ev: &WorkerEvent) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `workload-worker` process: starts the plan, prints `ready`, then answers `counters`
+/// The `workload-worker` process: starts every part, prints `ready`, then answers `counters`
 /// lines on stdin and, on `stop` (or EOF), closes everything and writes the ground truth.
-pub fn serve(plan: &WorkerPlan, truth_path: &Path) -> anyhow::Result<()> {
-    let result = serve_inner(plan, truth_path);
+pub fn serve(parts: &[WorkerPlan], truth_path: &Path) -> anyhow::Result<()> {
+    let result = serve_inner(parts, truth_path);
     if let Err(e) = &result {
         emit(&WorkerEvent::Error {
             message: format!("{e:#}"),
@@ -200,21 +204,32 @@ pub fn serve(plan: &WorkerPlan, truth_path: &Path) -> anyhow::Result<()> {
     result
 }
 
-fn serve_inner(plan: &WorkerPlan, truth_path: &Path) -> anyhow::Result<()> {
+fn serve_inner(parts: &[WorkerPlan], truth_path: &Path) -> anyhow::Result<()> {
     super::sock::raise_nofile_limit().context("raising RLIMIT_NOFILE")?;
-    let worker = Worker::start(plan)?;
+    let workers = parts
+        .iter()
+        .map(Worker::start)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     emit(&WorkerEvent::Ready {
-        idle: worker.idle_count(),
+        idle: workers.iter().map(Worker::idle_count).sum(),
     })?;
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
         match line.context("reading commands on stdin")?.trim() {
-            "counters" => emit(&WorkerEvent::Counters(worker.counters()))?,
+            "counters" => emit(&WorkerEvent::Counters(
+                workers
+                    .iter()
+                    .map(Worker::counters)
+                    .fold(Counters::default(), |a, b| a + b),
+            ))?,
             "stop" => break,
             other => anyhow::bail!("unknown worker command {other:?}"),
         }
     }
-    let truth = worker.stop()?;
+    let mut truth = Vec::new();
+    for w in workers {
+        truth.extend(w.stop()?);
+    }
     write_truth(truth_path, &truth)?;
     emit(&WorkerEvent::Done {
         connections: truth.len(),
