@@ -11,7 +11,8 @@
 //!   like sweeps. While the pipeline is `max_queued` inputs behind, rounds still drain the ring
 //!   buffer (so that no mark is lost) but only merge the marks by socket; the queries are made
 //!   once the pipeline has caught up, one per socket however many marks it got meanwhile.
-//! - **Safety net.** Full sweeps still run, rarely (`safety_interval`), and first at start-up so
+//! - **Safety net.** Full sweeps still run, rarely (`safety_interval`; idle namespaces far more
+//!   rarely, see `super::safety`), and first at start-up so
 //!   that connections that exist before the daemon (and never change) are recorded. They catch
 //!   what marks cannot: connections that stay in SYN_SENT, and changes a lost mark (ring buffer
 //!   full, counted) did not report. The pipeline counts what they find.
@@ -28,6 +29,7 @@
 //!   the namespace watcher adds one, it is watched from then on and swept at once (its sockets
 //!   from before are recorded by that sweep); when one is removed, its marks are dropped.
 
+use super::safety::SafetyNet;
 use super::sweep::{DumpSizes, sweep};
 use super::{Input, Ticker};
 use crate::ebpf::{KernelCounters, MarkRing, Programs, error_chain};
@@ -63,8 +65,10 @@ const COUNTERS_EVERY: Duration = Duration::from_secs(1);
 pub struct EbpfConfig {
     /// How often marks are drained and queried (the programs mark a socket at most this often).
     pub interval: Duration,
-    /// Time between safety-net sweeps.
+    /// Time between safety-net sweeps (of the own namespace and of namespaces with marks).
     pub safety_interval: Duration,
+    /// The daemon's own namespace: swept every `safety_interval` whatever its marks.
+    pub own_netns: NetnsId,
     /// Rounds to run; 0 = until stopped.
     pub reps: u64,
     /// Inputs (refreshes and sweeps) that may wait for the pipeline; beyond, rounds only merge
@@ -182,12 +186,16 @@ pub fn run(
     let mut state = Refresher::default();
     let mut sizes = DumpSizes::default();
     let start = Instant::now();
-    let (mut next_safety, mut next_counters) = (start, start);
+    let mut next_counters = start;
+    let mut safety = SafetyNet::new(config.safety_interval, config.own_netns);
+    for (netns, _) in sockets.iter_mut() {
+        safety.add(netns, start);
+    }
     let mut ticker = Ticker::new(config.interval, config.reps);
     let mut last_round_end: Option<Instant> = None;
     let interval_ns = u64::try_from(config.interval.as_nanos()).unwrap_or(u64::MAX);
     while !stop.is_cancelled() {
-        let added = state.follow_namespaces(kernel, &mut sockets, &mut sizes);
+        let added = state.follow_namespaces(kernel, &mut sockets, &mut sizes, &mut safety);
         if !added.is_empty() {
             // Sockets of a new namespace that existed before it was watched, and never change,
             // are recorded now rather than at the next safety-net sweep.
@@ -199,7 +207,7 @@ pub fn run(
             }
         }
         let behind = queued.load(Ordering::Acquire) >= config.max_queued;
-        let round = state.round(kernel, &mut sockets, interval_ns, behind);
+        let round = state.round(kernel, &mut sockets, &mut safety, interval_ns, behind);
         if let Some(batches) = round.report(metrics) {
             let timestamp = Timestamp::now();
             queued.fetch_add(1, Ordering::AcqRel);
@@ -208,21 +216,21 @@ pub fn run(
             }
         }
         let now = Instant::now();
-        if now >= next_safety && queued.load(Ordering::Acquire) < config.max_queued {
-            let dumps = sweep(
-                sockets.iter_mut(),
-                &mut sizes,
-                SweepKind::SafetyNet,
-                metrics,
-            );
-            queued.fetch_add(1, Ordering::AcqRel);
-            if tx.send(Input::Sweep(dumps)).is_err() {
-                return;
+        if queued.load(Ordering::Acquire) < config.max_queued {
+            let due = safety.take_due(now);
+            if !due.is_empty() {
+                let targets = sockets.iter_mut().filter(|(n, _)| due.contains(n));
+                let dumps = sweep(targets, &mut sizes, SweepKind::SafetyNet, metrics);
+                queued.fetch_add(1, Ordering::AcqRel);
+                if tx.send(Input::Sweep(dumps)).is_err() {
+                    return;
+                }
             }
-            next_safety = now + config.safety_interval;
         }
         if now >= next_counters {
-            state.export_counters(&kernel.programs, metrics);
+            if state.export_counters(&kernel.programs, metrics) {
+                safety.lost(now);
+            }
             next_counters = now + COUNTERS_EVERY;
         }
         // The polling cycle of upstream's histogram: from the end of one round to the next's.
@@ -307,15 +315,19 @@ impl Refresher {
         kernel: &mut Kernel,
         sockets: &mut Table<DiagSocket>,
         sizes: &mut DumpSizes,
+        safety: &mut SafetyNet,
     ) -> Vec<NetnsId> {
         let applied = sockets.update();
         for (netns, _socket) in &applied.removed {
             kernel.programs.unwatch(*netns);
             sizes.forget(*netns);
+            safety.remove(*netns);
             self.pending.retain(|_, p| p.netns != *netns);
             self.follow_ups.retain(|_, f| f.0 != *netns);
         }
         for &netns in &applied.added {
+            // Swept at once by the caller; then on the safety net's schedule.
+            safety.just_swept(netns, Instant::now());
             if let Err(e) = kernel.programs.watch(netns) {
                 // A full map (4 096 namespaces): its connections are left to the sweeps.
                 tracing::warn!(netns, error = %error_chain(&e), "cannot watch a namespace with eBPF; safety-net sweeps only");
@@ -331,10 +343,12 @@ impl Refresher {
         &mut self,
         kernel: &Kernel,
         sockets: &mut Table<DiagSocket>,
+        safety: &mut SafetyNet,
         interval_ns: u64,
         behind: bool,
     ) -> Round {
         let mut round = Round::default();
+        let now = Instant::now();
         self.marks.clear();
         // What the burst reader took first: those marks are older than the ring's.
         for early in kernel.early.try_iter() {
@@ -347,6 +361,7 @@ impl Refresher {
                 // A namespace just removed (or not yet added): its sweep covers it.
                 continue;
             }
+            safety.marked(mark.netns, now);
             let Some(target) = target_of(mark) else {
                 continue;
             };
@@ -449,13 +464,14 @@ impl Refresher {
         }
     }
 
-    /// Adds what the kernel-side counters gained since the last read to the metrics.
-    fn export_counters(&mut self, programs: &Programs, metrics: &Metrics) {
+    /// Adds what the kernel-side counters gained since the last read to the metrics; returns
+    /// whether marks were lost meanwhile (a full ring, a failed read).
+    fn export_counters(&mut self, programs: &Programs, metrics: &Metrics) -> bool {
         let now = match programs.counters() {
             Ok(now) => now,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the eBPF counters");
-                return;
+                return false;
             }
         };
         let was = self.counters;
@@ -475,7 +491,9 @@ impl Refresher {
                 "marks lost to a full ring buffer; the safety-net sweep will catch up"
             );
         }
+        let lost = now.ring_full > was.ring_full || now.read_failed > was.read_failed;
         self.counters = now;
+        lost
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod close;
 pub mod ebpf;
 pub mod netns;
+mod safety;
 pub mod sweep;
 
 use crate::namespaces::{NetnsId, NetnsSweep};

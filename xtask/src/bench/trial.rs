@@ -217,6 +217,9 @@ pub struct Arena {
     pub collector_ns: Option<String>,
     /// The workload's worker processes.
     pub processes: Vec<ProcessPlan>,
+    /// Warm-up added to the run's (seconds): time a collector needs to record the arena's
+    /// connections before the window measures its steady state.
+    pub settle_s: f64,
     /// Namespaces that live as long as the trial (deleted when it ends).
     _owned: Option<Topology>,
 }
@@ -238,20 +241,30 @@ impl Arena {
         Ok(Self {
             collector_ns: Some(topo.server_ns.clone()),
             processes: params.processes(&topo),
+            settle_s: 0.0,
             _owned: Some(topo),
         })
     }
 
     /// The namespace axis: existing pods (they outlive the trial) running `load`; the
-    /// collector in the benchmark's own namespace, as a node agent runs.
+    /// collector in the benchmark's own namespace, as a node agent runs. Both ends of every
+    /// connection are recorded, and recording a socket's first file takes the daemon about
+    /// half a millisecond (more once its descriptor budget forces evictions): the window waits
+    /// [`SETTLE_PER_SOCKET_S`] per socket more, so that it measures what the namespaces cost
+    /// afterwards, not the start-up (20 s at 100 pods of 200 connections).
     pub fn pods(pods: &Pods, load: &PodLoad) -> anyhow::Result<Self> {
+        let sockets = 2 * pods.names().len() * load.per_pod;
         Ok(Self {
             collector_ns: None,
             processes: load.processes(pods.names())?,
+            settle_s: sockets as f64 * SETTLE_PER_SOCKET_S,
             _owned: None,
         })
     }
 }
+
+/// Extra warm-up per socket of a pods arena (see [`Arena::pods`]).
+pub const SETTLE_PER_SOCKET_S: f64 = 0.0005;
 
 /// Where a trial runs.
 pub struct TrialEnv<'a> {
@@ -339,7 +352,7 @@ fn trial_inner(
     check_alive(&mut running)?;
 
     let mut wl = Workload::start(env.exe, &arena.processes, &dir, env.interrupt)?;
-    env.interrupt.sleep(secs(s.warmup_s))?;
+    env.interrupt.sleep(secs(s.warmup_s + arena.settle_s))?;
     check_alive(&mut running)?;
 
     let cpu_at = |run: &Option<(RunningCollector, Sampler)>| {

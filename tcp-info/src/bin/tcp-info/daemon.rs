@@ -214,6 +214,7 @@ pub fn run(config: &Config) -> Result<()> {
                 safety_interval: config.safety_sweep_interval,
                 reps: config.reps,
                 max_queued: EBPF_QUEUE,
+                own_netns,
             };
             let mut kernel =
                 sources::ebpf::start(programs, config.poll_interval, edges, token.clone())
