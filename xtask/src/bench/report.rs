@@ -287,9 +287,18 @@ pub fn render(
         ),
     };
     let _ = writeln!(md, "{workload}\n");
+    // A pods arena waits longer: the collector first records every socket (`Arena::pods`).
+    let settle = if info.namespaces.is_some() {
+        format!(
+            " plus {} ms per socket of the pods",
+            crate::bench::trial::SETTLE_PER_SOCKET_S * 1000.0
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         md,
-        "**Method:** {start}; after {} s of warm-up, a {} s window is measured; then every \
+        "**Method:** {start}; after {} s of warm-up{settle}, a {} s window is measured; then every \
          connection closes, the collector gets SIGTERM, and its archives are graded against the \
          ground truth. Each ({unit}, collector) pair ran {} time(s); cells read \
          `median [min–max]`. The workload generator's CPU is never counted. {}\n",
