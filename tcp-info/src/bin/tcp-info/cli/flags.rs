@@ -168,7 +168,8 @@ pub(super) const FLAGS: &[Spec] = &[
         value: "DURATION",
         default: "5s",
         help: "eBPF mode: time between full socket dumps behind the marks (the safety net that \
-               bounds how stale a socket can get if a mark was lost).",
+               bounds how stale a socket can get if a mark was lost). With -netns, namespaces \
+               without marks since their last dump are dumped every 24 intervals.",
     },
     Spec {
         name: ROTATION_AGE,
@@ -225,10 +226,11 @@ pub(super) const FLAGS: &[Spec] = &[
         name: NETNS_BUNDLE_ROOTS,
         kind: Kind::List,
         value: "DIR",
-        default: "/run/containerd/io.containerd.runtime.v2.task/k8s.io,\
-                  /run/containers/storage/overlay-containers",
-        help: "Where the container runtime keeps its containers' OCI bundles (containerd's, \
-               CRI-O's), read for the pod name and namespace of -netns.attribution.",
+        default: "",
+        help: "Where the container runtime keeps its containers' OCI bundles, read for the pod \
+               name and namespace of -netns.attribution. Empty: containerd's \
+               /run/containerd/io.containerd.runtime.v2.task/k8s.io and CRI-O's \
+               /run/containers/storage/overlay-containers.",
     },
 ];
 

@@ -140,10 +140,20 @@ const SAMPLES: &[(&str, &str, Effect)] = &[
     }),
     ("exclude-local", "false", |c| c.exclude_local = false),
     ("rcvbuf", "1048576", |c| c.rcvbuf = 1 << 20),
+    ("netns", "/run/netns/a,/proc/1/ns/net", |c| {
+        c.netns = Scope::Paths(vec!["/run/netns/a".into(), "/proc/1/ns/net".into()]);
+    }),
+    ("netns.attribution", "true", |c| c.netns_attribution = true),
+    ("netns.bundle-roots", "/a,/b", |c| {
+        c.netns_bundle_roots = vec!["/a".into(), "/b".into()];
+    }),
 ];
 
 fn is_bool(name: &str) -> bool {
-    matches!(name, "trace" | "logx.debug" | "exclude-local")
+    matches!(
+        name,
+        "trace" | "logx.debug" | "exclude-local" | "netns.attribution"
+    )
 }
 
 fn expected(effect: Effect) -> Config {
@@ -752,6 +762,11 @@ fn argument_lines_show_every_effective_value() {
         "Argument flush-interval=1s".to_owned(),
         "Argument exclude-local=false".to_owned(),
         "Argument rcvbuf=8388608".to_owned(),
+        "Argument netns=self".to_owned(),
+        "Argument netns.attribution=false".to_owned(),
+        "Argument netns.bundle-roots=/run/containerd/io.containerd.runtime.v2.task/k8s.io,\
+         /run/containers/storage/overlay-containers"
+            .to_owned(),
     ];
     assert_eq!(c.argument_lines(), want);
 }
