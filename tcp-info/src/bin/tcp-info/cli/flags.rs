@@ -226,7 +226,7 @@ pub(super) const FLAGS: &[Spec] = &[
         name: NETNS_BUNDLE_ROOTS,
         kind: Kind::List,
         value: "DIR",
-        default: "",
+        default: "\"\" (containerd's and CRI-O's)",
         help: "Where the container runtime keeps its containers' OCI bundles, read for the pod \
                name and namespace of -netns.attribution. Empty: containerd's \
                /run/containerd/io.containerd.runtime.v2.task/k8s.io and CRI-O's \
