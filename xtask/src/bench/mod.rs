@@ -60,7 +60,8 @@ pub struct BenchArgs {
     /// Idle connections per pod namespace (M), on the namespace axis.
     #[arg(long, default_value_t = 200)]
     pub per_namespace: usize,
-    /// Pod namespaces with one bulk flow each, on the namespace axis.
+    /// Bulk flows on the namespace axis, one in each of the first pods (spread over the pods
+    /// when there are fewer, so that every P carries the same traffic).
     #[arg(long, default_value_t = 3)]
     pub active_namespaces: usize,
     /// Bulk flows K (N axis).

@@ -1,6 +1,6 @@
 //! Pod namespaces, for the benchmark's namespace axis: P network namespaces, each holding M
-//! idle connections with both ends on its own loopback, and one rate-limited bulk flow in each
-//! of the first few ("active") pods.
+//! idle connections with both ends on its own loopback, and a few rate-limited bulk flows, one
+//! in each of the first pods (spread over them when there are fewer pods than flows).
 //!
 //! Names come from [`netns::unique_base`] (`tib<pid>x<n>p<k>`), so [`netns::cleanup_stale`]
 //! removes those of killed runs; an [`Owned`] guard deletes them when the [`Pods`] go.
@@ -51,7 +51,8 @@ impl Pods {
 pub struct PodLoad {
     /// Idle connections per pod (M).
     pub per_pod: usize,
-    /// Pods with one bulk flow each (the first ones).
+    /// Bulk flows, one in each of the first pods; with fewer pods than flows, spread over
+    /// them (all in the only pod at P = 1), so that every P carries the same traffic.
     pub active: usize,
     /// Per-flow sender rate, bytes/s (0: unlimited).
     pub bulk_rate: u64,
@@ -73,6 +74,16 @@ impl PodLoad {
         Ok((self.idle_per_process / self.per_pod.max(1)).max(1))
     }
 
+    /// Bulk flows of pod `k` of `pods`: [`Self::active`] spread over the first
+    /// `min(pods, active)` pods, the first ones taking the remainder.
+    fn flows_of(&self, k: usize, pods: usize) -> usize {
+        let spread = pods.min(self.active).max(1);
+        if k >= spread {
+            return 0;
+        }
+        self.active / spread + usize::from(k < self.active % spread)
+    }
+
     /// One plan per pod, grouped into worker processes ([`Self::pods_per_process`]).
     pub fn processes(&self, pods: &[String]) -> anyhow::Result<Vec<ProcessPlan>> {
         let per_process = self.pods_per_process()?;
@@ -86,7 +97,7 @@ impl PodLoad {
                 server_addr: Ipv4Addr::LOCALHOST,
                 client_addrs: vec![Ipv4Addr::LOCALHOST],
                 idle: self.per_pod,
-                bulk: usize::from(k < self.active),
+                bulk: self.flows_of(k, pods.len()),
                 bulk_rate: self.bulk_rate,
                 short_rate: 0.0,
                 // Every pod has a loopback of its own: the same ports everywhere.
@@ -127,9 +138,11 @@ mod tests {
                 .all(|p| p.server_ns == p.client_ns && p.short_rate == 0.0)
         );
         assert_eq!(all[57].server_ns, "tib1x0p57");
-        // Fewer pods than active ones: every pod gets a flow.
+        // Fewer pods than flows: every flow still runs, spread over the pods.
         let one = load.processes(&names(1)).unwrap();
-        assert_eq!((one.len(), one[0][0].bulk), (1, 1));
+        assert_eq!((one.len(), one[0][0].bulk), (1, 3));
+        let two = load.processes(&names(2)).unwrap();
+        assert_eq!(two[0].iter().map(|p| p.bulk).collect::<Vec<_>>(), [2, 1]);
         // A pod larger than a process is refused, not split.
         let big = PodLoad {
             per_pod: 9000,

@@ -1,7 +1,8 @@
 //! The namespace axis of `cargo xtask bench` (`--namespaces P,…`).
 //!
-//! For each P: P pod namespaces, each with M idle connections on its own loopback and, in the
-//! first `min(P, A)` of them, one rate-limited bulk flow ([`crate::workload::pods`]). The
+//! For each P: P pod namespaces, each with M idle connections on its own loopback, and A
+//! rate-limited bulk flows, one in each of the first A pods (spread over the pods when there are
+//! fewer, so that every P carries the same traffic; [`crate::workload::pods`]). The
 //! collectors are tcp-info in sweep and in eBPF mode with `--netns all`, run in the benchmark's
 //! own namespace as a node agent runs, against the no-collector baseline. Trials, measurement,
 //! grading and most of the report are the N axis's: a trial's N is the idle connections of all
@@ -30,7 +31,7 @@ pub struct Axis {
     pub counts: Vec<usize>,
     /// Idle connections per pod (M).
     pub per_namespace: usize,
-    /// Pods with a bulk flow, at most (the first `min(P, active)`).
+    /// Bulk flows, spread over the first `min(P, active)` pods.
     pub active: usize,
     /// Most idle connections one workload process holds.
     pub idle_per_process: usize,

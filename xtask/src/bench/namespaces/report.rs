@@ -29,7 +29,8 @@ pub fn workload(axis: &Axis, info: &RunInfo) -> String {
     format!(
         "**Workload:** P ∈ {{{}}} pod network namespaces, each with M = {} idle connections on \
          its own loopback (both ends in the pod: {} sockets per pod, all recorded, with \
-         `--exclude-local=false`), and one bulk flow at {rate} in each of the first min(P, {}); \
+         `--exclude-local=false`), and {} bulk flows at {rate}, one in each of the first pods (all \
+         in the only pod at P = 1: every P carries the same traffic); \
          N = P × M in the tables. A pod is never split across workload processes, which hold at \
          most {} idle connections ({} descriptors, under the reference machine's hard \
          `RLIMIT_NOFILE` of 20000) each; workload processes: {}. TIME_WAIT is off in the pods \
