@@ -15,7 +15,7 @@
 
 use super::Input;
 use crate::metrics::Metrics;
-use crate::namespaces::discover::{self, Found, Roots};
+use crate::namespaces::discover::{self, Roots};
 use crate::namespaces::{Change, NetnsId, Opened, Opener, Scope};
 use crate::record::NetnsTag;
 use crate::sockdiag::{DestroyListener, DiagSocket};
@@ -118,7 +118,7 @@ impl Watcher {
                 }
                 continue;
             }
-            match self.open(netns, place) {
+            match self.opener.open(netns, place) {
                 Ok(o) => {
                     self.failing.remove(&netns);
                     let watched = Watched {
@@ -139,14 +139,6 @@ impl Watcher {
         }
         self.failing.retain(|n| found.contains_key(n));
         discovery
-    }
-
-    fn open(
-        &self,
-        netns: NetnsId,
-        place: &Found,
-    ) -> Result<Opened, crate::sockdiag::SockDiagError> {
-        self.opener.open(netns, place)
     }
 
     /// Runs until `stop` is cancelled or the pipeline hangs up: every [`RESCAN`], hands out the
