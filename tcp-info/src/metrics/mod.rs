@@ -24,6 +24,8 @@ use prometheus::{
     GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
 };
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use thiserror::Error;
 
 pub use address::ListenAddress;
@@ -173,6 +175,9 @@ pub struct Metrics {
     /// had reported (the check that marks are complete).
     pub unmarked_changes: ByLabel<Unmarked, IntCounter>,
     mode: IntGaugeVec,
+    /// Whether `/ready` answers 200: set once the first sweep completed or the first marks were
+    /// drained, never cleared.
+    ready: AtomicBool,
 }
 
 impl Metrics {
@@ -398,6 +403,7 @@ impl Metrics {
                 "mode",
             )?,
             registry: r,
+            ready: AtomicBool::new(false),
         };
         metrics.set_git_commit(git_commit)?;
         register(&metrics.registry, "process_*", ProcessCollector::for_self())?;
@@ -425,6 +431,17 @@ impl Metrics {
             Ok(gauge) => gauge.set(1),
             Err(e) => tracing::error!("cannot set tcpinfo_mode: {e}"),
         }
+    }
+
+    /// Marks the daemon ready (`/ready` answers 200 from now on): the pipeline calls this after
+    /// the first sweep that completed a dump, or the first marks it was handed.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Metrics::set_ready`] was called.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
     }
 
     /// Counts one payload longer than the decoder's struct (`large_netlink_total{type}`).

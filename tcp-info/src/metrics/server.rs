@@ -1,4 +1,4 @@
-//! The HTTP endpoint: `GET`/`HEAD /metrics` served by hyper on the daemon's tokio runtime
+//! The HTTP endpoint: `GET`/`HEAD /metrics` (and `/ready`, the readiness probe) served by hyper on the daemon's tokio runtime
 //! ([`listen`](super::listen) binds with Go's `net.Listen` semantics).
 //!
 //! hyper does the HTTP; this module sets the limits a daemon needs: a deadline for each request
@@ -171,9 +171,12 @@ async fn accept_loop(listener: TcpListener, metrics: Arc<Metrics>, stop: Cancell
 }
 
 /// The answer to one request: the exposition for `GET`/`HEAD /metrics` (hyper leaves out the
-/// body of a `HEAD` answer), 404 for other paths, 405 for other methods.
+/// body of a `HEAD` answer); for `/ready`, 200 once the daemon has collected (see
+/// [`Metrics::set_ready`]) and 503 before, so that a readiness probe waits for the first
+/// sweep; 404 for other paths, 405 for other methods.
 fn respond(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
-    if request.uri().path() != "/metrics" {
+    let path = request.uri().path();
+    if path != "/metrics" && path != "/ready" {
         return text(StatusCode::NOT_FOUND, "404 page not found\n");
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
@@ -182,6 +185,16 @@ fn respond(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Byte
             .headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
+    }
+    if path == "/ready" {
+        return if metrics.is_ready() {
+            text(StatusCode::OK, "ready\n")
+        } else {
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: no sweep has completed yet\n",
+            )
+        };
     }
     let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
     response
@@ -305,6 +318,29 @@ mod tests {
         let _ = stream.read_to_end(&mut response);
         let response = String::from_utf8_lossy(&response);
         assert!(response.starts_with("HTTP/1.1 431 "), "{response}");
+    }
+
+    #[test]
+    fn ready_answers_503_until_the_daemon_has_collected() {
+        let m = metrics();
+        let server = serve("127.0.0.1:0", Arc::clone(&m), rt()).unwrap();
+        let before = get(server.local_addr(), "/ready");
+        assert!(
+            before.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{before}"
+        );
+        assert!(before.ends_with("\r\n\r\nnot ready: no sweep has completed yet\n"));
+        m.set_ready();
+        let after = get(server.local_addr(), "/ready");
+        assert!(after.starts_with("HTTP/1.1 200 OK\r\n"), "{after}");
+        assert!(after.ends_with("\r\n\r\nready\n"), "{after}");
+        let head = exchange(server.local_addr(), "HEAD /ready HTTP/1.1\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        let post = exchange(
+            server.local_addr(),
+            "POST /ready HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
     }
 
     #[test]

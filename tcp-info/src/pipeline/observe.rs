@@ -302,6 +302,8 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
         // searched for every cached connection: one comparison with one namespace.
         let mut failed: Vec<(NetnsId, [bool; 2])> = Vec::with_capacity(parts.len());
         let mut rate_second = None;
+        // Whether any dump of this cycle succeeded: the first one makes the daemon ready.
+        let mut completed = false;
         for &(netns, families) in parts {
             let Some(origin) = self.origin(netns) else {
                 continue;
@@ -316,6 +318,7 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
                     failed[usize::from(family == Family::Inet)] = true;
                     continue;
                 };
+                completed = true;
                 if family == Family::Inet {
                     rate_second = Some(timestamp.unix_secs());
                 }
@@ -326,6 +329,9 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
             if let Some(space) = self.spaces.get_mut(&netns) {
                 space.swept = true;
             }
+        }
+        if completed {
+            self.metrics.set_ready();
         }
         failed.sort_unstable_by_key(|&(netns, _)| netns);
         // In eBPF mode rates are accounted every second by `tick`, sweeps being rare.
@@ -396,6 +402,7 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
                 self.observe(payload, origin, timestamp, Source::Ebpf, now);
             }
         }
+        self.metrics.set_ready();
         self.metrics
             .connections_tracked
             .set(self.cache.len() as i64);

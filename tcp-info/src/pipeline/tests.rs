@@ -253,6 +253,34 @@ fn failed_dump_keeps_its_family_d12() {
 }
 
 #[test]
+fn ready_after_the_first_sweep_with_a_completed_dump_or_the_first_marks() {
+    let (mut o, _, metrics) = pipeline(Duration::ZERO);
+    let t = Timestamp::now();
+    let now = Instant::now();
+    sweep(
+        &mut o,
+        &[(Family::Inet6, None, t), (Family::Inet, None, t)],
+        now,
+    );
+    assert!(!metrics.is_ready(), "a sweep whose dumps all failed");
+    sweep(
+        &mut o,
+        &[(Family::Inet6, None, t), (Family::Inet, Some(&[]), t)],
+        now,
+    );
+    assert!(metrics.is_ready(), "one completed dump, even an empty one");
+
+    let (mut o, _, metrics) = pipeline(Duration::ZERO);
+    assert!(!metrics.is_ready());
+    o.refreshed(
+        &[(OWN, Payloads::from_iter(&[payload(7, 1, 1, AF_INET)]))],
+        t,
+        now,
+    );
+    assert!(metrics.is_ready(), "the first drained marks");
+}
+
+#[test]
 fn destroy_gives_exact_final_record_and_ends_at_once() {
     let (mut o, log, _) = pipeline(Duration::from_millis(500));
     let t = Timestamp::now();
