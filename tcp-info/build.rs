@@ -66,10 +66,22 @@ fn ebpf_object() {
 
 /// The target directory this build writes to, however it was chosen (default, `--target-dir`,
 /// `CARGO_TARGET_DIR`, `build.target-dir`): the nearest ancestor of `OUT_DIR`
-/// (`<target>/[<triple>/]<profile>/build/<package>-<hash>/out`) holding cargo's `CACHEDIR.TAG`.
+/// (`<target>/[<triple>/]<profile>/build/<package>-<hash>/out`) holding cargo's `CACHEDIR.TAG`,
+/// or its parent when that ancestor is the `<triple>` directory of a `--target` build (cargo
+/// tags both).
 fn target_dir() -> Option<PathBuf> {
     let out = PathBuf::from(std::env::var_os("OUT_DIR")?);
-    out.ancestors()
-        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
-        .map(PathBuf::from)
+    let tagged = out
+        .ancestors()
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())?;
+    let triple = std::env::var_os("TARGET");
+    match tagged.parent() {
+        Some(parent)
+            if triple.is_some_and(|t| tagged.file_name() == Some(t.as_os_str()))
+                && parent.join("CACHEDIR.TAG").is_file() =>
+        {
+            Some(parent.to_path_buf())
+        }
+        _ => Some(tagged.to_path_buf()),
+    }
 }

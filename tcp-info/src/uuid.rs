@@ -139,6 +139,28 @@ pub fn boot_time() -> Option<i64> {
     })
 }
 
+/// The boot time in Unix seconds as the kernel keeps it (`btime` in `/proc/stat`): the same
+/// integer for every reader during one boot, unlike [`boot_time`], whose `now − uptime` can
+/// differ by a second between two processes. `None` if it cannot be read.
+pub fn kernel_boot_time() -> Option<i64> {
+    btime_from(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// The `btime` line of `/proc/stat` contents.
+pub fn btime_from(proc_stat: &str) -> Option<i64> {
+    proc_stat
+        .lines()
+        .find_map(|line| line.strip_prefix("btime "))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// The prefix to store in a prefix file for this boot of this host: `<hostname>_<btime>`, as
+/// m-lab's prefix-file generator writes it (no `_unsafe`: it is unique per boot and stable
+/// across restarts of the daemon). `None` without a hostname or a boot time.
+pub fn host_prefix_for_file() -> Option<Prefix> {
+    Some(Prefix(format!("{}_{}", hostname()?, kernel_boot_time()?)))
+}
+
 /// `floor(now − uptime)` in Unix seconds, from the contents of `/proc/uptime`
 /// (`"<uptime> <idle>\n"`, seconds with a fraction). The uptime is taken at microsecond
 /// resolution, like m-lab/uuid. `None` if the contents do not parse.
@@ -165,6 +187,19 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn btime_is_read_from_proc_stat() {
+        let stat = "cpu  1 2 3\nintr 5 6\nctxt 7\nbtime 1764662400\nprocesses 9\n";
+        assert_eq!(btime_from(stat), Some(1_764_662_400));
+        assert_eq!(btime_from("cpu 1\n"), None);
+        assert_eq!(btime_from("btime x\n"), None);
+        if let Some(prefix) = host_prefix_for_file() {
+            let (name, boot) = prefix.as_str().rsplit_once('_').unwrap();
+            assert_eq!(Some(name.to_owned()), hostname());
+            assert_eq!(boot.parse::<i64>().ok(), kernel_boot_time());
+        }
+    }
 
     #[test]
     fn uuid_formats_cookie_as_16_upper_hex_digits() {

@@ -79,11 +79,17 @@ impl Scope {
 /// counter for the whole kernel; before, each namespace had its own, so two namespaces can
 /// hand out the same cookie.
 pub fn cookies_are_global(kernel_release: &str) -> bool {
+    kernel_at_least(kernel_release, 5, 12)
+}
+
+/// Whether a kernel release string (`uname -r`, e.g. `6.1.0-18-amd64`) is at least
+/// `major.minor`. An unreadable release counts as old.
+pub fn kernel_at_least(kernel_release: &str, major: u32, minor: u32) -> bool {
     let mut parts = kernel_release
         .split(|c: char| !c.is_ascii_digit())
         .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (5, 12)
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
 }
 
 /// The key a connection is tracked and archived under (its UUID is `<prefix>_<%016X key>`).
@@ -139,6 +145,10 @@ mod tests {
         assert!(!cookies_are_global("5.11.22"));
         assert!(!cookies_are_global("4.19.0-21-amd64"));
         assert!(!cookies_are_global(""));
+        assert!(kernel_at_least("6.5.0", 6, 5));
+        assert!(kernel_at_least("10.0", 6, 5));
+        assert!(!kernel_at_least("6.4.16-arch1", 6, 5));
+        assert!(!kernel_at_least("garbage", 4, 0));
     }
 
     #[test]

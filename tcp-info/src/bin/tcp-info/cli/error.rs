@@ -34,6 +34,9 @@ pub enum CliError {
         /// The usage text.
         usage: String,
     },
+    /// `-version`/`--version` was given: print the version report on stdout and exit 0.
+    #[error("version requested")]
+    Version,
     /// The command line is malformed: an unknown flag, a missing value, a positional argument.
     #[error("{message} (run with -help for usage)")]
     Usage {
@@ -67,10 +70,10 @@ impl CliError {
         Self::Usage { message }
     }
 
-    /// The exit status for this outcome: 0 for help, 2 for usage and value errors.
+    /// The exit status for this outcome: 0 for help and version, 2 for usage and value errors.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Help { .. } => 0,
+            Self::Help { .. } | Self::Version => 0,
             Self::Usage { .. } | Self::InvalidValue { .. } | Self::PrefixFile { .. } => 2,
         }
     }

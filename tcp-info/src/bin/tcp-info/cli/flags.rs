@@ -258,7 +258,9 @@ pub(super) fn index_of(name: &str) -> Option<usize> {
 /// The `-help` text.
 pub fn usage() -> String {
     let mut out = String::from(
-        "Usage: tcp-info [flags]\n\n\
+        "Usage: tcp-info [flags]\n\
+         \x20      tcp-info -version                 (this build and the kernel's features)\n\
+         \x20      tcp-info write-uuid-prefix PATH   (write <hostname>_<boot time> to PATH)\n\n\
          Records the tcp_info of every TCP connection into zstd-compressed JSONL\n\
          archives.\n\n\
          A flag takes one or two dashes and its value after '=' or as the next argument\n\

@@ -8,7 +8,8 @@
 //! whose long names may contain dots (`--anonymize.ip`), value flags taking one value even if it
 //! starts with `-`, booleans taking an optional value that requires `=`. What clap alone cannot
 //! parse is the single dash: it reads `-reps` as the short flags `-r -e -p -s`. Nor does it know
-//! Go's other outcomes: `-h`/`-help` in any spelling is a help request (clap's help flag is one
+//! Go's other outcomes: `-h`/`-help` in any spelling is a help request (and `-version` a version
+//! request) (clap's help flag is one
 //! spelling, and off here so that the usage text stays the project's own), `---reps` and `-=1`
 //! are bad syntax, and Go's error texts differ from clap's.
 //!
@@ -110,6 +111,9 @@ pub(super) fn normalise(args: impl IntoIterator<Item = OsString>) -> Normalised 
         let name = body.split(|&b| b == b'=').next().unwrap_or_default();
         if name == b"h" || name == b"help" {
             break Some(CliError::Help { usage: usage() });
+        }
+        if name == b"version" {
+            break Some(CliError::Version);
         }
         let spec = std::str::from_utf8(name)
             .ok()

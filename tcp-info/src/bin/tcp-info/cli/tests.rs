@@ -713,6 +713,24 @@ fn help_exits_zero_with_usage() {
 }
 
 #[test]
+fn version_exits_zero_and_needs_no_other_flag_to_be_valid() {
+    for args in [
+        &["-version"][..],
+        &["--version"],
+        &["-reps=1", "--version"],
+        &["--version", "-no-such-flag"],
+    ] {
+        let err = run(args, &[]).unwrap_err();
+        assert_eq!(err.exit_code(), 0, "{args:?}");
+        assert!(matches!(err, CliError::Version), "{args:?}: {err:?}");
+    }
+    // A malformed flag before it is still a usage error, as for -help.
+    let err = run(&["---reps", "-version"], &[]).unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err:?}");
+    assert!(usage().contains("tcp-info -version"));
+}
+
+#[test]
 fn usage_defaults_match_the_parsed_defaults() {
     // Giving each flag its documented default (where the usage text shows a literal value)
     // must not change the configuration.
