@@ -67,7 +67,7 @@ const SWEEP_QUEUE: usize = 2;
 /// for the pipeline before its rounds only merge marks: 80 ms at 10 ms.
 const EBPF_QUEUE: usize = 8;
 /// Short git commit baked in by `build.rs` (empty when unknown: the metric then reads 0).
-const GIT_COMMIT: &str = env!("TCP_INFO_GIT_COMMIT");
+pub const GIT_COMMIT: &str = env!("TCP_INFO_GIT_COMMIT");
 
 /// Worker threads of the edges' runtime: its tasks only move bytes between sockets and queues.
 const EDGE_THREADS: usize = 2;
@@ -91,6 +91,8 @@ impl Stop {
 
 /// Runs the daemon until a signal or the end of `-reps`; returns when everything is closed.
 pub fn run(config: &Config) -> Result<()> {
+    // Archives 0644, directories 0755 (SPEC D18), whatever umask the daemon was started with.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     if let Some(output) = &config.output {
         std::fs::create_dir_all(output)
             .with_context(|| format!("creating the output directory {}", output.display()))?;
@@ -101,6 +103,8 @@ pub fn run(config: &Config) -> Result<()> {
         .worker_threads(EDGE_THREADS)
         .max_blocking_threads(EDGE_THREADS)
         .thread_name("tcpinfo-edges")
+        // The edges talk to other programs (scrapers, event clients): no capability at all.
+        .on_thread_start(crate::privileges::drop_all_on_this_thread)
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
@@ -194,6 +198,10 @@ pub fn run(config: &Config) -> Result<()> {
     // sources' tables before their first cycle.
     let (poll_sockets, close_listeners) = namespaces.hand_out(&tx, close_source);
 
+    // Everything privileged is done: the programs are attached and every socket is open. The
+    // threads started from here on inherit what is left.
+    crate::privileges::drop_after_start(config.netns != Scope::Own, programs.is_some())?;
+
     let mut sources = Vec::new();
     if let Some(watcher) = namespaces.watcher.take() {
         let outlets = namespaces.outlets(&tx);
@@ -256,6 +264,7 @@ pub fn run(config: &Config) -> Result<()> {
     let pipeline = {
         let reps_done = stop.clone();
         spawn_stopping("pipeline", "the pipeline ended", &stop, move || {
+            crate::privileges::drop_all_on_this_thread();
             run_pipeline(pipeline, &rx, &queued, &reps_done)
         })
         .context("starting the pipeline thread")?

@@ -1,17 +1,32 @@
 //! `tcp-info`: records `tcp_info` for every TCP connection of this host (or network namespace)
 //! into m-lab/tcp-info archives. See the README and `tcp-info --help`.
 //!
-//! The binary owns the command line ([`cli`]) and the wiring of sources, pipeline and sinks
-//! ([`daemon`]); everything it wires is the `tcp_info` library.
+//! The binary owns the command line ([`cli`]), the wiring of sources, pipeline and sinks
+//! ([`daemon`]), the privileges it gives up once started ([`privileges`]), and two one-shot
+//! commands: `-version` ([`version`]) and `write-uuid-prefix PATH` ([`prefix_file`]);
+//! everything it wires is the `tcp_info` library.
 
 mod cli;
 mod daemon;
+mod prefix_file;
+mod privileges;
+mod version;
 
 #[cfg(target_os = "linux")]
 fn main() -> std::process::ExitCode {
+    use std::io::IsTerminal as _;
     use std::process::ExitCode;
+
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(std::ffi::OsStr::new(prefix_file::SUBCOMMAND)) {
+        return write_uuid_prefix(args.next(), args.next());
+    }
     let parsed = match cli::parse_process() {
         Ok(parsed) => parsed,
+        Err(cli::CliError::Version) => {
+            println!("{}", version::report(daemon::GIT_COMMIT));
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             let code = e.exit_code();
             if code == 0 {
@@ -25,6 +40,8 @@ fn main() -> std::process::ExitCode {
     let filter = if parsed.config.debug { "debug" } else { "info" };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in a container's log.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
@@ -37,6 +54,28 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `tcp-info write-uuid-prefix PATH`: exactly one argument.
+#[cfg(target_os = "linux")]
+fn write_uuid_prefix(
+    path: Option<std::ffi::OsString>,
+    extra: Option<std::ffi::OsString>,
+) -> std::process::ExitCode {
+    let (Some(path), None) = (path, extra) else {
+        eprintln!("usage: tcp-info {} PATH", prefix_file::SUBCOMMAND);
+        return std::process::ExitCode::from(2);
+    };
+    match prefix_file::write(std::path::Path::new(&path)) {
+        Ok(prefix) => {
+            println!("{prefix}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tcp-info: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
 }
