@@ -66,17 +66,6 @@ pub fn wait_for<T>(
     }
 }
 
-/// The process umask, read from `/proc/self/status` (calling `umask(2)` would race with
-/// other test threads).
-pub fn umask() -> Result<u32> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let value = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Umask:"))
-        .context("no Umask: line in /proc/self/status")?;
-    Ok(u32::from_str_radix(value.trim(), 8)?)
-}
-
 static DAEMON_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Variable choosing the mode the end-to-end tests run the daemon in: `sweep` (the default) or

@@ -7,7 +7,7 @@ use super::stats::{Counters, EventStats, EventStatsReader};
 use super::wire::FlowEvent;
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -36,7 +36,13 @@ pub struct EventServerConfig {
     /// and counted in [`EventStats::clients_refused`]: a local process that connects
     /// thousands of times costs a descriptor for an instant, not a task each.
     pub max_clients: usize,
+    /// The socket file's mode, set after binding whatever the umask: connecting needs write
+    /// permission, so 0o660 lets the owner and the group connect and nobody else.
+    pub mode: u32,
 }
+
+/// The event socket's mode by default: owner and group may connect (read and write).
+pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
 
 impl Default for EventServerConfig {
     fn default() -> Self {
@@ -45,6 +51,7 @@ impl Default for EventServerConfig {
             write_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(2),
             max_clients: 1024,
+            mode: DEFAULT_SOCKET_MODE,
         }
     }
 }
@@ -114,6 +121,14 @@ impl EventServer {
             let _context = runtime.enter();
             UnixListener::bind(&path).map_err(bind_error)?
         };
+        if let Err(source) = fs::set_permissions(&path, fs::Permissions::from_mode(config.mode)) {
+            // Ignored: the start error being returned matters more than a leftover file.
+            let _ = fs::remove_file(&path);
+            return Err(EventsError::Inspect {
+                path: path.clone(),
+                source,
+            });
+        }
         let meta = fs::symlink_metadata(&path).map_err(|source| {
             // Ignored: the start error being returned matters more than a leftover file.
             let _ = fs::remove_file(&path);

@@ -136,6 +136,23 @@ fn open_and_close_reach_every_client() {
 }
 
 #[test]
+fn the_socket_gets_its_mode_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let server = EventServer::start(&dir.sock(), small_config(), rt()).unwrap();
+    assert_eq!(mode(&dir.sock()), 0o660);
+    drop(server);
+    let config = EventServerConfig {
+        mode: 0o600,
+        ..small_config()
+    };
+    let server = EventServer::start(&dir.sock(), config, rt()).unwrap();
+    assert_eq!(mode(&dir.sock()), 0o600);
+    drop(server);
+}
+
+#[test]
 fn a_client_that_disconnects_is_removed() {
     let dir = TempDir::new();
     let server = EventServer::start(&dir.sock(), small_config(), rt()).unwrap();

@@ -52,6 +52,12 @@ pub struct Created {
     pub sequence: u32,
 }
 
+/// Mode of archive files: written by the daemon, readable by everyone (uploaders such as
+/// m-lab/pusher usually run as another user).
+pub const FILE_MODE: u32 = 0o644;
+/// Mode of the date directories.
+pub const DIR_MODE: u32 = 0o755;
+
 /// A failed creation: the path tried and the error.
 #[derive(Debug)]
 pub struct CreateError {
@@ -62,7 +68,8 @@ pub struct CreateError {
 }
 
 /// Creates `<dir>/<uuid>.<seq>.jsonl.zst` with `O_EXCL` for the first `seq ≥ first` whose name is
-/// free, creating `dir` (mode 0777 minus umask) when missing. Files get mode 0666 minus umask.
+/// free, creating `dir` (mode [`DIR_MODE`] minus the umask) when missing. Files get [`FILE_MODE`]
+/// minus the umask; the daemon sets its umask to 022, so that is exactly what they get.
 /// An existing file is never opened, truncated or replaced.
 pub fn create_exclusive(dir: &Path, uuid: &str, first: u32) -> Result<Created, CreateError> {
     let mut sequence = first;
@@ -73,7 +80,7 @@ pub fn create_exclusive(dir: &Path, uuid: &str, first: u32) -> Result<Created, C
         let opened = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o666)
+            .mode(FILE_MODE)
             .open(&path);
         match opened {
             Ok(file) => {
@@ -94,7 +101,7 @@ pub fn create_exclusive(dir: &Path, uuid: &str, first: u32) -> Result<Created, C
             Err(e) if e.kind() == io::ErrorKind::NotFound && !made_dir => {
                 DirBuilder::new()
                     .recursive(true)
-                    .mode(0o777)
+                    .mode(DIR_MODE)
                     .create(dir)
                     .map_err(|source| CreateError {
                         path: dir.to_owned(),
@@ -169,15 +176,15 @@ mod tests {
     }
 
     #[test]
-    fn modes_are_0777_and_0666_minus_umask() {
+    fn modes_are_0755_and_0644_minus_umask() {
         let tree = TempTree::new("paths-mode");
         let dir = tree.path().join("2020/01/02");
         let created = create_exclusive(&dir, "u_0000000000000002", 3).unwrap();
         let umask = current_umask();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&created.path), 0o666 & !umask);
-        assert_eq!(mode(&dir), 0o777 & !umask);
-        assert_eq!(mode(&tree.path().join("2020")), 0o777 & !umask);
+        assert_eq!(mode(&created.path), 0o644 & !umask);
+        assert_eq!(mode(&dir), 0o755 & !umask);
+        assert_eq!(mode(&tree.path().join("2020")), 0o755 & !umask);
     }
 
     #[test]
