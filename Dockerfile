@@ -73,11 +73,11 @@ WORKDIR /src
 COPY . .
 
 # The eBPF object first, then the daemon and csvtool with it embedded, statically linked
-# (glibc, `+crt-static`: the runtime stage has no libc). With `--target`, tcp-info/build.rs's
-# search for the target directory (the nearest ancestor of OUT_DIR holding CACHEDIR.TAG) stops
-# at target/x86_64-unknown-linux-gnu, so the object is named explicitly. A static glibc binary
-# cannot load NSS modules: the metrics listen address must be numeric or empty (`:9990`), as
-# the defaults below are.
+# (glibc, `+crt-static`: the runtime stage has no libc). tcp-info/build.rs finds the object
+# under target/ in `--target` builds too; it is named explicitly all the same, and its presence
+# checked, so that an image can never ship a daemon without it. A static glibc binary cannot
+# load NSS modules: the metrics listen address must be numeric or empty (`:9990`), as the
+# defaults below are.
 ENV TCP_INFO_EBPF_OBJECT=/src/target/ebpf/tcp-info-ebpf.o \
     TCP_INFO_GIT_COMMIT=${GIT_COMMIT}
 RUN cargo xtask build-ebpf \
