@@ -74,10 +74,10 @@ COPY . .
 
 # The eBPF object first, then the daemon and csvtool with it embedded, statically linked
 # (glibc, `+crt-static`: the runtime stage has no libc). tcp-info/build.rs finds the object
-# under target/ in `--target` builds too; it is named explicitly all the same, and its presence
-# checked, so that an image can never ship a daemon without it. A static glibc binary cannot
-# load NSS modules: the metrics listen address must be numeric or empty (`:9990`), as the
-# defaults below are.
+# under target/ in `--target` builds too; it is named explicitly all the same, and checked
+# before the build and (`tcp-info -version`) after it: an image never ships without it. A static
+# glibc binary cannot load NSS modules: the metrics listen address must be numeric or empty
+# (`:9990`), as the defaults below are.
 ENV TCP_INFO_EBPF_OBJECT=/src/target/ebpf/tcp-info-ebpf.o \
     TCP_INFO_GIT_COMMIT=${GIT_COMMIT}
 RUN cargo xtask build-ebpf \
@@ -91,7 +91,8 @@ RUN cargo xtask build-ebpf \
             echo "${bin} is dynamically linked" >&2; exit 1; \
         fi; \
         cp "${path}" "/out/${bin}"; \
-    done
+    done \
+ && /out/tcp-info -version | tee /dev/stderr | grep '^eBPF programs: embedded' >/dev/null
 
 # ---------------------------------------------------------------------------------------------
 # Runtime stage: the two static binaries and nothing else (no shell, no libc, no zstd binary:
