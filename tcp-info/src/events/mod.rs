@@ -63,6 +63,15 @@ pub enum EventsError {
         #[source]
         source: std::io::Error,
     },
+    /// The socket's directory did not exist and could not be created.
+    #[error("cannot create the event socket's directory {}", path.display())]
+    CreateDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// `bind`/`listen` failed (for example, a path longer than 107 bytes).
     #[error("cannot listen on event socket {}: {source}", path.display())]
     Bind {

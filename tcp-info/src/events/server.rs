@@ -7,7 +7,7 @@ use super::stats::{Counters, EventStats, EventStatsReader};
 use super::wire::FlowEvent;
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -111,6 +111,17 @@ impl EventServer {
             path: path.to_path_buf(),
             source,
         })?;
+        // Like `-output`, the socket's directory is created when missing (mode 0755).
+        if let Some(dir) = path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(|source| EventsError::CreateDirectory {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+        }
         remove_stale(&path)?;
         let bind_error = |source| EventsError::Bind {
             path: path.clone(),
