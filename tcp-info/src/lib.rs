@@ -37,6 +37,8 @@ pub mod events;
 #[cfg(all(feature = "collector", target_os = "linux"))]
 pub mod exclude;
 #[cfg(all(feature = "collector", target_os = "linux"))]
+pub mod http;
+#[cfg(all(feature = "collector", target_os = "linux"))]
 pub mod metrics;
 #[cfg(all(feature = "collector", target_os = "linux"))]
 pub mod mode;

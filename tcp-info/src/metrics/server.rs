@@ -1,54 +1,32 @@
-//! The HTTP endpoint: `GET`/`HEAD /metrics` (and `/ready`, the readiness probe) served by hyper on the daemon's tokio runtime
-//! ([`listen`](super::listen) binds with Go's `net.Listen` semantics).
-//!
-//! hyper does the HTTP; this module sets the limits a daemon needs: a deadline for each request
-//! head ([`HEAD_TIMEOUT`]), a bound on its size ([`MAX_HEAD`], answered with 431), one request
-//! per connection, and at most [`MAX_CONNECTIONS`] connections at once (more are closed at
-//! once), so a slow or malicious client holds one slot for a bounded time but cannot block the
-//! other scrapes. The exposition itself is ours ([`Metrics::render`]): byte-identical to Go's.
+//! The metrics endpoint: `GET`/`HEAD /metrics` and `/ready` (the readiness probe), served by
+//! [`crate::http`] (its limits keep a slow or malicious client from blocking the scrapes) on a
+//! listener bound with Go's `net.Listen` semantics ([`listen`](super::listen)). The exposition
+//! itself is ours ([`Metrics::render`]): byte-identical to Go's.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
 use tokio::runtime::Handle;
-use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use super::exposition::CONTENT_TYPE as EXPOSITION_TYPE;
 use super::listen::bind;
 use super::{Metrics, MetricsError};
-
-/// Connections served at the same time; more are closed at once.
-pub const MAX_CONNECTIONS: usize = 16;
-/// Longest time a client may take to send its request head.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest request head accepted (hyper's read buffer; its minimum is 8 KiB).
-pub const MAX_HEAD: usize = 8 * 1024;
-/// Pause after an accept error that is not about one connection (e.g. EMFILE), so the loop
-/// does not spin.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+use crate::http::{Handler, Listener, LocalAddr, Server};
 
 /// A running metrics HTTP server. Stops when [`MetricsServer::shutdown`] is called or it is
 /// dropped.
 #[derive(Debug)]
 pub struct MetricsServer {
     local_addr: SocketAddr,
-    stop: CancellationToken,
-    runtime: Handle,
-    accept: Option<JoinHandle<()>>,
+    server: Server,
 }
 
 /// Binds `listen` now (so a bad address or a port in use is reported at start-up) and serves
-/// `/metrics` from `metrics` as tasks on `runtime`.
+/// `/metrics` and `/ready` from `metrics` as tasks on `runtime`.
 ///
 /// `listen` is `host:port` as Go's `net.Listen` takes it: `:9990` is every interface (IPv6 and
 /// IPv4), `:0` a free port, `127.0.0.1:1234`, `[::1]:0`, or a host name.
@@ -63,20 +41,15 @@ pub fn serve(
     };
     let listener = bind(listen)?;
     let local_addr = listener.local_addr().map_err(bind_error)?;
-    listener.set_nonblocking(true).map_err(bind_error)?;
-    let listener = {
-        let _context = runtime.enter();
-        TcpListener::from_std(listener).map_err(bind_error)?
-    };
-    let stop = CancellationToken::new();
-    let accept = runtime.spawn(accept_loop(listener, metrics, stop.clone()));
+    let handler: Handler = Arc::new(move |request: Request<Incoming>| {
+        let response = respond(&request, &metrics);
+        Box::pin(async move { response })
+    });
+    let server =
+        Server::start("metrics", Listener::Tcp(listener), handler, runtime).map_err(bind_error)?;
+    debug_assert_eq!(server.local_addr(), &LocalAddr::Tcp(local_addr));
     tracing::info!("serving metrics on http://{local_addr}/metrics");
-    Ok(MetricsServer {
-        local_addr,
-        stop,
-        runtime: runtime.clone(),
-        accept: Some(accept),
-    })
+    Ok(MetricsServer { local_addr, server })
 }
 
 impl MetricsServer {
@@ -87,87 +60,9 @@ impl MetricsServer {
 
     /// Stops accepting, ends the connections being served, and waits for the accept task.
     /// Blocks the calling thread, which must not be one of the runtime's own.
-    pub fn shutdown(mut self) {
-        self.stop();
+    pub fn shutdown(self) {
+        self.server.shutdown();
     }
-
-    fn stop(&mut self) {
-        self.stop.cancel();
-        if let Some(accept) = self.accept.take() {
-            let runtime = &self.runtime;
-            // From a scoped thread, so that this also works if dropped inside the runtime.
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    if runtime.block_on(accept).is_err() {
-                        tracing::error!("the metrics accept task panicked");
-                    }
-                });
-            });
-        }
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Accepts connections until `stop`; each is served by its own task, within the cap. The
-/// connection tasks are cancelled with the listener.
-async fn accept_loop(listener: TcpListener, metrics: Arc<Metrics>, stop: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
-            // Reap finished connections so the set stays small.
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted
-                ) =>
-            {
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!("metrics server: accept failed: {e}");
-                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                continue;
-            }
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::debug!("metrics server: refusing {peer}: {MAX_CONNECTIONS} connections busy");
-            continue; // Dropping the stream closes it.
-        };
-        let metrics = Arc::clone(&metrics);
-        connections.spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let metrics = Arc::clone(&metrics);
-                async move { Ok::<_, Infallible>(respond(&request, &metrics)) }
-            });
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEAD_TIMEOUT)
-                .max_buf_size(MAX_HEAD)
-                .keep_alive(false)
-                .title_case_headers(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!("metrics server: connection from {peer}: {e}");
-            }
-            drop(slot);
-        });
-    }
-    // Ends every connection being served, stalled ones included.
-    connections.shutdown().await;
 }
 
 /// The answer to one request: the exposition for `GET`/`HEAD /metrics` (hyper leaves out the
@@ -220,7 +115,8 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use super::{MAX_CONNECTIONS, serve};
+    use super::serve;
+    use crate::http::MAX_CONNECTIONS;
     use crate::metrics::{Metrics, MetricsError};
     use crate::test_runtime::handle as rt;
 
