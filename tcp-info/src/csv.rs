@@ -163,10 +163,60 @@ pub fn write_header(out: &mut String) {
 /// Appends one snapshot as a record of [`COLUMNS`] (with its `\n`).
 pub fn write_row(out: &mut String, snap: &Snapshot) {
     let mut row = Row::new(out);
+    fill(&mut row, snap);
+    row.end();
+}
+
+/// One cell of a row, before CSV quoting: what csvtool writes in each column, for other
+/// renderings of the same decoding (the query API's JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cell {
+    /// A decimal number.
+    Number(String),
+    /// Text (timestamps, addresses, the congestion algorithm, the hexadecimal cookie).
+    Text(String),
+    /// No value (the record lacks that structure).
+    Empty,
+}
+
+/// One snapshot as [`COLUMNS`]' names with their cells, in column order.
+pub fn named_cells(snap: &Snapshot) -> Vec<(&'static str, Cell)> {
+    let mut cells = Cells(Vec::with_capacity(COLUMNS.len()));
+    fill(&mut cells, snap);
+    COLUMNS.into_iter().zip(cells.0).collect()
+}
+
+/// Where a row's cells go: a CSV line ([`Row`]) or a list of [`Cell`]s.
+trait CellSink {
+    /// A cell that is a number.
+    fn num(&mut self, v: impl Display);
+    /// A free-text cell.
+    fn text(&mut self, s: &str);
+    /// `n` empty cells.
+    fn empty(&mut self, n: usize);
+}
+
+/// Collects [`Cell`]s.
+struct Cells(Vec<Cell>);
+
+impl CellSink for Cells {
+    fn num(&mut self, v: impl Display) {
+        self.0.push(Cell::Number(v.to_string()));
+    }
+    fn text(&mut self, s: &str) {
+        self.0.push(Cell::Text(s.to_owned()));
+    }
+    fn empty(&mut self, n: usize) {
+        self.0.extend(std::iter::repeat_n(Cell::Empty, n));
+    }
+}
+
+/// The cells of one snapshot, in [`COLUMNS`] order.
+fn fill(row: &mut impl CellSink, snap: &Snapshot) {
     if snap.timestamp.is_zero() {
         row.text(ZERO_TIME_PLACEHOLDER);
     } else {
-        row.num(snap.timestamp);
+        row.text(&snap.timestamp.to_string());
     }
     row.num(&snap.observed);
     row.num(&snap.not_fully_parsed);
@@ -183,7 +233,7 @@ pub fn write_row(out: &mut String, snap: &Snapshot) {
             row.text(&go_ip_string(&idm.src_bytes));
             row.text(&go_ip_string(&idm.dst_bytes));
             row.num(idm.interface);
-            row.num(format_args!("{:X}", idm.cookie));
+            row.text(&format!("{:X}", idm.cookie));
             row.num(idm.expires);
             row.num(idm.rqueue);
             row.num(idm.wqueue);
@@ -200,7 +250,7 @@ pub fn write_row(out: &mut String, snap: &Snapshot) {
     row.num(snap.protocol.unwrap_or(0));
     row.num(snap.mark.unwrap_or(0));
 
-    write_tcp_info(&mut row, snap);
+    write_tcp_info(row, snap);
 
     match &snap.mem_info {
         None => row.empty(4),
@@ -256,11 +306,10 @@ pub fn write_row(out: &mut String, snap: &Snapshot) {
             row.num(b.cwnd_gain);
         }
     }
-    row.end();
 }
 
 /// The 54 `TCP.*` columns.
-fn write_tcp_info(row: &mut Row<'_>, snap: &Snapshot) {
+fn write_tcp_info(row: &mut impl CellSink, snap: &Snapshot) {
     let Some(t) = &snap.tcp_info else {
         row.empty(54);
         return;
@@ -355,7 +404,13 @@ impl<'a> Row<'a> {
         self.first = false;
     }
 
-    /// A cell that can never need quoting (numbers, hex, the placeholder time).
+    fn end(self) {
+        self.out.push('\n');
+    }
+}
+
+impl CellSink for Row<'_> {
+    /// A cell that can never need quoting.
     fn num(&mut self, v: impl Display) {
         self.sep();
         // Writing to a String cannot fail.
@@ -372,10 +427,6 @@ impl<'a> Row<'a> {
         for _ in 0..n {
             self.sep();
         }
-    }
-
-    fn end(self) {
-        self.out.push('\n');
     }
 }
 
@@ -411,6 +462,37 @@ pub fn push_field(out: &mut String, s: &str) {
 mod tests {
     use super::*;
     use crate::record::{ArchivalRecord, Metadata, Timestamp};
+
+    #[test]
+    fn named_cells_are_the_csv_row_unquoted() {
+        let mut idm = [0u8; 72];
+        idm[0] = 2;
+        idm[1] = 1;
+        idm[44..52].copy_from_slice(&0x1234_u64.to_ne_bytes());
+        let record = ArchivalRecord::new(
+            Timestamp::parse(b"2019-04-02T14:13:01.02Z").unwrap(),
+            &idm,
+            &[None, None, None, None, Some(b"cubic\0".as_slice())],
+        );
+        let snap = Snapshot::decode(&record).unwrap();
+        let named = named_cells(&snap);
+        assert_eq!(named.len(), COLUMNS.len());
+        let mut line = String::new();
+        write_row(&mut line, &snap);
+        for ((name, cell), csv) in named.iter().zip(cells(&line)) {
+            let text = match cell {
+                Cell::Number(s) | Cell::Text(s) => s.as_str(),
+                Cell::Empty => "",
+            };
+            assert_eq!(text, csv, "{name}");
+        }
+        let get = |n: &str| named.iter().find(|(c, _)| *c == n).unwrap().1.clone();
+        assert_eq!(get("Timestamp"), Cell::Text("2019-04-02T14:13:01.02Z".into()));
+        assert_eq!(get("IDM.SockID.Cookie"), Cell::Text("1234".into()), "the hex cookie is text");
+        assert_eq!(get("IDM.State"), Cell::Number("1".into()));
+        assert_eq!(get("CongestionAlgorithm"), Cell::Text("cubic".into()));
+        assert_eq!(get("TCP.RTT"), Cell::Empty);
+    }
 
     fn cells(line: &str) -> Vec<&str> {
         line.trim_end_matches('\n').split(',').collect()
