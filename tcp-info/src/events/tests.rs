@@ -153,12 +153,16 @@ fn the_socket_gets_its_mode_whatever_the_umask() {
     // A missing directory is created; a file in the way is an error naming it.
     let nested = dir.path().join("run/tcpinfo/events.sock");
     let server = EventServer::start(&nested, small_config(), rt()).unwrap();
-    assert!(fs::metadata(dir.path().join("run/tcpinfo")).unwrap().is_dir());
+    assert!(
+        fs::metadata(dir.path().join("run/tcpinfo"))
+            .unwrap()
+            .is_dir()
+    );
     assert_eq!(mode(&nested), 0o660);
     drop(server);
     fs::write(dir.path().join("file"), "").unwrap();
-    let err = EventServer::start(&dir.path().join("file/events.sock"), small_config(), rt())
-        .unwrap_err();
+    let err =
+        EventServer::start(&dir.path().join("file/events.sock"), small_config(), rt()).unwrap_err();
     assert!(matches!(err, EventsError::CreateDirectory { .. }), "{err}");
 }
 
