@@ -10,6 +10,9 @@ command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
+# Headless Chromium and its WebDriver: the end-to-end test of the API's live page drives them.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 if ((${#need_apt[@]})); then
     if [ "$(id -u)" -eq 0 ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

@@ -17,6 +17,7 @@ pub mod pods;
 pub mod sockets;
 pub mod ss;
 pub mod traffic;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
