@@ -21,6 +21,9 @@
 pub mod csv;
 pub mod diff;
 pub mod etl;
+/// A connection's life drawn from its archive records, as SVG or PNG (feature `plot`).
+#[cfg(feature = "plot")]
+pub mod plot;
 pub mod record;
 pub mod snapshot;
 pub mod tcpinfo;
