@@ -2,12 +2,13 @@
 //! into m-lab/tcp-info archives. See the README and `tcp-info --help`.
 //!
 //! The binary owns the command line ([`cli`]), the wiring of sources, pipeline and sinks
-//! ([`daemon`]), the privileges it gives up once started ([`privileges`]), and two one-shot
-//! commands: `-version` ([`version`]) and `write-uuid-prefix PATH` ([`prefix_file`]);
-//! everything it wires is the `tcp_info` library.
+//! ([`daemon`]), the privileges it gives up once started ([`privileges`]), and three one-shot
+//! commands: `-version` ([`version`]), `write-uuid-prefix PATH` ([`prefix_file`]) and
+//! `plot ARCHIVE…` ([`plot_command`]); everything it wires is the `tcp_info` library.
 
 mod cli;
 mod daemon;
+mod plot_command;
 mod prefix_file;
 mod privileges;
 mod version;
@@ -17,6 +18,10 @@ fn main() -> std::process::ExitCode {
     use std::io::IsTerminal as _;
     use std::process::ExitCode;
 
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(plot_command::SUBCOMMAND))
+    {
+        return plot_command::main(std::env::args_os().skip(2));
+    }
     let mut args = std::env::args_os().skip(1);
     if args.next().as_deref() == Some(std::ffi::OsStr::new(prefix_file::SUBCOMMAND)) {
         return write_uuid_prefix(args.next(), args.next());

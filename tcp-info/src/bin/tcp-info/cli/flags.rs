@@ -260,7 +260,8 @@ pub fn usage() -> String {
     let mut out = String::from(
         "Usage: tcp-info [flags]\n\
          \x20      tcp-info -version                 (this build and the kernel's features)\n\
-         \x20      tcp-info write-uuid-prefix PATH   (write <hostname>_<boot time> to PATH)\n\n\
+         \x20      tcp-info write-uuid-prefix PATH   (write <hostname>_<boot time> to PATH)\n\
+         \x20      tcp-info plot ARCHIVE... [-o OUT] (draw a connection's life: SVG/PNG)\n\n\
          Records the tcp_info of every TCP connection into zstd-compressed JSONL\n\
          archives.\n\n\
          A flag takes one or two dashes and its value after '=' or as the next argument\n\
