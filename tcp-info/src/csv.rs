@@ -179,11 +179,22 @@ pub enum Cell {
     Empty,
 }
 
-/// One snapshot as [`COLUMNS`]' names with their cells, in column order.
+/// One snapshot as [`COLUMNS`]' names with their cells, in column order. The names are unique:
+/// upstream's header calls two columns `TCP.LastDataRecv`, and the second one, which holds
+/// `tcpi_last_ack_recv`, is named `TCP.LastAckRecv` here.
 pub fn named_cells(snap: &Snapshot) -> Vec<(&'static str, Cell)> {
     let mut cells = Cells(Vec::with_capacity(COLUMNS.len()));
     fill(&mut cells, snap);
-    COLUMNS.into_iter().zip(cells.0).collect()
+    let mut seen_last_data_recv = false;
+    let names = COLUMNS.into_iter().map(|name| match name {
+        "TCP.LastDataRecv" if seen_last_data_recv => "TCP.LastAckRecv",
+        "TCP.LastDataRecv" => {
+            seen_last_data_recv = true;
+            name
+        }
+        _ => name,
+    });
+    names.zip(cells.0).collect()
 }
 
 /// Where a row's cells go: a CSV line ([`Row`]) or a list of [`Cell`]s.
@@ -477,6 +488,11 @@ mod tests {
         let snap = Snapshot::decode(&record).unwrap();
         let named = named_cells(&snap);
         assert_eq!(named.len(), COLUMNS.len());
+        let mut names: Vec<&str> = named.iter().map(|(n, _)| *n).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), COLUMNS.len(), "unique names");
+        assert!(names.contains(&"TCP.LastAckRecv"));
         let mut line = String::new();
         write_row(&mut line, &snap);
         for ((name, cell), csv) in named.iter().zip(cells(&line)) {
@@ -487,8 +503,15 @@ mod tests {
             assert_eq!(text, csv, "{name}");
         }
         let get = |n: &str| named.iter().find(|(c, _)| *c == n).unwrap().1.clone();
-        assert_eq!(get("Timestamp"), Cell::Text("2019-04-02T14:13:01.02Z".into()));
-        assert_eq!(get("IDM.SockID.Cookie"), Cell::Text("1234".into()), "the hex cookie is text");
+        assert_eq!(
+            get("Timestamp"),
+            Cell::Text("2019-04-02T14:13:01.02Z".into())
+        );
+        assert_eq!(
+            get("IDM.SockID.Cookie"),
+            Cell::Text("1234".into()),
+            "the hex cookie is text"
+        );
         assert_eq!(get("IDM.State"), Cell::Number("1".into()));
         assert_eq!(get("CongestionAlgorithm"), Cell::Text("cubic".into()));
         assert_eq!(get("TCP.RTT"), Cell::Empty);

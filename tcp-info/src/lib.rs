@@ -33,6 +33,8 @@ pub mod wire;
 // ---- collector side ----
 #[cfg(all(feature = "collector", target_os = "linux"))]
 pub mod anonymize;
+#[cfg(all(feature = "collector", feature = "plot", target_os = "linux"))]
+pub mod api;
 #[cfg(all(feature = "collector", target_os = "linux"))]
 pub mod ebpf;
 #[cfg(all(feature = "collector", target_os = "linux"))]

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod events;
 pub mod exposition;
 pub mod netns;
+pub mod openapi;
 pub mod pods;
 pub mod sockets;
 pub mod ss;

@@ -22,9 +22,26 @@ struct Segment {
 /// it (and the line). With several files, each must start with a Metadata line, all of one
 /// UUID, no segment twice. A single file needs no Metadata line.
 pub fn read_segments(paths: &[PathBuf]) -> Result<Vec<ArchivalRecord>, PlotError> {
+    read(paths, false)
+}
+
+/// [`read_segments`] for a connection that may still be open: each file is read up to its
+/// first unreadable frame or line (the one a writer may be appending to at that moment, or an
+/// empty file whose first flush has not come yet) instead of failing there. A file that cannot
+/// be opened is still an error.
+pub fn read_segments_so_far(paths: &[PathBuf]) -> Result<Vec<ArchivalRecord>, PlotError> {
+    read(paths, true)
+}
+
+fn read(paths: &[PathBuf], so_far: bool) -> Result<Vec<ArchivalRecord>, PlotError> {
     let mut segments = Vec::with_capacity(paths.len());
     for path in paths {
-        let records = ArchiveReader::open(path)?.collect::<Result<Vec<_>, _>>()?;
+        let reader = ArchiveReader::open(path)?;
+        let records = if so_far {
+            reader.map_while(Result::ok).collect()
+        } else {
+            reader.collect::<Result<Vec<_>, _>>()?
+        };
         let meta = records
             .iter()
             .find_map(|r| r.metadata.as_deref())
@@ -259,6 +276,40 @@ mod tests {
         assert!(err.to_string().contains("cut.jsonl.zst:"), "{err}");
         let err = read_segments(&[dir.path().join("none.jsonl.zst")]).unwrap_err();
         assert!(err.to_string().contains("none.jsonl.zst"), "{err}");
+    }
+
+    #[test]
+    fn an_open_file_is_read_up_to_its_last_whole_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("first.jsonl.zst");
+        write(&first, &[meta("a_1", 0), point(0, 1), point(10, 2)]);
+        let frame = std::fs::read(&first).unwrap();
+        // A second frame being appended: only part of it is there yet.
+        let second = dir.path().join("second.jsonl.zst");
+        write(&second, &[point(20, 3), point(30, 4)]);
+        let partial = std::fs::read(&second).unwrap();
+        let open = dir.path().join("open.jsonl.zst");
+        std::fs::write(
+            &open,
+            [frame.as_slice(), &partial[..partial.len() / 2]].concat(),
+        )
+        .unwrap();
+        assert!(read_segments(std::slice::from_ref(&open)).is_err());
+        let so_far = read_segments_so_far(&[open]).unwrap();
+        assert_eq!(
+            so_far.len(),
+            3,
+            "the Metadata line and the first frame's two records"
+        );
+        // A file whose first flush has not come yet holds no record, and is no error.
+        let empty = dir.path().join("empty.jsonl.zst");
+        std::fs::write(&empty, b"").unwrap();
+        assert_eq!(read_segments_so_far(&[empty]).unwrap().len(), 0);
+        let missing = read_segments_so_far(&[dir.path().join("none.jsonl.zst")]);
+        assert!(
+            missing.is_err(),
+            "a file that cannot be opened is still an error"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 use tcp_info::anonymize::{self, Anonymizer, Method};
+use tcp_info::api::{self, ApiServer, LiveSink, LiveTable};
 use tcp_info::ebpf::{self, EbpfError, Programs};
 use tcp_info::events::{EventServer, EventServerConfig, FlowEvent, FlowId};
 use tcp_info::exclude::Exclusions;
@@ -161,14 +162,21 @@ pub fn run(config: &Config) -> Result<()> {
     saver_config.rotation_age = config.rotation_age;
     saver_config.flush_interval = config.flush_interval;
     saver_config.max_open_files = file_budget(MAX_OPEN_ARCHIVES);
-    if config.anonymize_ip != Method::None {
+    // One rule for the archives and the query API's answers.
+    let anonymize: Option<api::Anonymize> = (config.anonymize_ip != Method::None).then(|| {
         let anonymizer = Anonymizer::new(config.anonymize_ip, local);
-        saver_config.anonymize = Some(Box::new(move |idm| {
+        let apply: api::Anonymize = Arc::new(move |idm: &[u8; 72]| {
             // Dumps only carry AF_INET/AF_INET6 sockets, so `apply` cannot refuse the family.
             anonymizer.apply(idm).ok().flatten().unwrap_or(*idm)
-        }));
+        });
+        apply
+    });
+    if let Some(apply) = &anonymize {
+        let apply = Arc::clone(apply);
+        saver_config.anonymize = Some(Box::new(move |idm| apply(idm)));
     }
     let saver = Saver::new(saver_config).context("starting the saver")?;
+    let (live, api_server) = start_api(config, anonymize, edges)?;
     let pipeline = Pipeline::new(
         PipelineConfig {
             exclusions: Exclusions::new(
@@ -187,7 +195,11 @@ pub fn run(config: &Config) -> Result<()> {
             global_cookies: namespaces::cookies_are_global(&namespaces::kernel_release()),
             attribution: config.netns_attribution,
         },
-        SaverSink::new(saver, Arc::clone(&metrics)),
+        LiveSink::new(
+            SaverSink::new(saver, Arc::clone(&metrics)),
+            live,
+            config.uuid_prefix.clone(),
+        ),
         Events(events),
         Arc::clone(&metrics),
     );
@@ -287,10 +299,39 @@ pub fn run(config: &Config) -> Result<()> {
         let stats = server.shutdown();
         tracing::info!(?stats, "event socket closed");
     }
+    if let Some(api) = api_server {
+        api.shutdown();
+    }
     server.shutdown();
     runtime.shutdown_timeout(RUNTIME_EXIT_GRACE);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the query API if `-api.listen-address` asks for it: the table the pipeline keeps up
+/// to date, and the server. Its socket for fresh queries is opened now, while the daemon still
+/// holds CAP_NET_ADMIN for `SO_RCVBUFFORCE`; without it fresh queries answer 503.
+fn start_api(
+    config: &Config,
+    anonymize: Option<api::Anonymize>,
+    edges: &tokio::runtime::Handle,
+) -> Result<(Option<Arc<LiveTable>>, Option<ApiServer>)> {
+    let Some(listen) = &config.api_listen else {
+        return Ok((None, None));
+    };
+    let table = Arc::new(LiveTable::new(config.api_retention));
+    let fresh = match DiagSocket::open(config.rcvbuf) {
+        Ok(socket) => Some(socket),
+        Err(e) => {
+            tracing::warn!("query API: no socket for fresh queries ({e}); they answer 503");
+            None
+        }
+    };
+    // The daemon changed into `-output`: archives are found from here.
+    let output = std::env::current_dir().context("reading the working directory")?;
+    let server = api::serve(listen, Arc::clone(&table), anonymize, fresh, &output, edges)
+        .with_context(|| format!("starting the query API on {listen}"))?;
+    Ok((Some(table), Some(server)))
 }
 
 /// Waits for SIGTERM or SIGINT, then asks the daemon to stop. A second signal during the
@@ -558,7 +599,7 @@ fn file_budget(wanted: usize) -> usize {
 /// shuts the pipeline down. Returns the event sink so that the main thread can close the
 /// socket after the final Close events.
 fn run_pipeline(
-    mut pipeline: Pipeline<SaverSink, Events>,
+    mut pipeline: Pipeline<LiveSink<SaverSink>, Events>,
     rx: &mpsc::Receiver<Input>,
     queued: &AtomicUsize,
     stop: &Stop,

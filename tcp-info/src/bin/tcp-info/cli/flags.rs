@@ -69,6 +69,10 @@ pub(super) const NETNS: &str = "netns";
 pub(super) const NETNS_ATTRIBUTION: &str = "netns.attribution";
 /// The name of `-netns.bundle-roots`.
 pub(super) const NETNS_BUNDLE_ROOTS: &str = "netns.bundle-roots";
+/// The name of `-api.listen-address`.
+pub(super) const API_LISTEN_ADDRESS: &str = "api.listen-address";
+/// The name of `-api.retention`.
+pub(super) const API_RETENTION: &str = "api.retention";
 
 /// Every flag: upstream's (SPEC §2.1) first, then this implementation's additions.
 pub(super) const FLAGS: &[Spec] = &[
@@ -231,6 +235,23 @@ pub(super) const FLAGS: &[Spec] = &[
                name and namespace of -netns.attribution. Empty: containerd's \
                /run/containerd/io.containerd.runtime.v2.task/k8s.io and CRI-O's \
                /run/containers/storage/overlay-containers.",
+    },
+    Spec {
+        name: API_LISTEN_ADDRESS,
+        kind: Kind::Value,
+        value: "ADDR",
+        default: "\"\" (off)",
+        help: "Query API and live page (JSON over HTTP): a loopback HOST:PORT \
+               (127.0.0.1:9991, [::1]:9991, localhost:9991) or a unix socket path. It lists \
+               the open connections and answers by UUID, with addresses anonymized as in the \
+               archives.",
+    },
+    Spec {
+        name: API_RETENTION,
+        kind: Kind::Value,
+        value: "DURATION",
+        default: "1m0s",
+        help: "How long the query API still answers about a connection after it closed.",
     },
 ];
 

@@ -40,14 +40,16 @@ use std::time::Duration;
 pub use error::{CliError, Origin};
 #[cfg(test)]
 use flags::usage;
+pub use tcp_info::api::ApiListen;
 pub use tcp_info::exclude::IpNet;
 pub use tcp_info::metrics::ListenAddress;
 pub use values::Mode;
 
 use flags::{
-    ANONYMIZE_IP, EVENT_SOCKET, EXCLUDE_DSTIP, EXCLUDE_LOCAL, EXCLUDE_SRCPORT, FLUSH_INTERVAL,
-    LISTEN_ADDRESS, LOGX_DEBUG, MODE, NETNS, NETNS_ATTRIBUTION, NETNS_BUNDLE_ROOTS, OUTPUT,
-    POLL_INTERVAL, RCVBUF, REPS, ROTATION_AGE, SAFETY_SWEEP_INTERVAL, TRACE, UUID_PREFIX_FILE,
+    ANONYMIZE_IP, API_LISTEN_ADDRESS, API_RETENTION, EVENT_SOCKET, EXCLUDE_DSTIP, EXCLUDE_LOCAL,
+    EXCLUDE_SRCPORT, FLUSH_INTERVAL, LISTEN_ADDRESS, LOGX_DEBUG, MODE, NETNS, NETNS_ATTRIBUTION,
+    NETNS_BUNDLE_ROOTS, OUTPUT, POLL_INTERVAL, RCVBUF, REPS, ROTATION_AGE, SAFETY_SWEEP_INTERVAL,
+    TRACE, UUID_PREFIX_FILE,
 };
 use tcp_info::anonymize::Method;
 use tcp_info::namespaces::Scope;
@@ -66,6 +68,8 @@ pub const DEFAULT_ROTATION_AGE: Duration = tcp_info::saver::DEFAULT_ROTATION_AGE
 pub const DEFAULT_FLUSH_INTERVAL: Duration = tcp_info::saver::DEFAULT_FLUSH_INTERVAL;
 /// Default `-rcvbuf`: 8 MiB.
 pub const DEFAULT_RCVBUF: usize = 8 << 20;
+/// Default `-api.retention`.
+pub const DEFAULT_API_RETENTION: Duration = tcp_info::api::DEFAULT_RETENTION;
 /// The variable naming the pod, preferred over the hostname in the default UUID prefix.
 pub const POD_NAME_VAR: &str = "POD_NAME";
 
@@ -118,6 +122,10 @@ pub struct Config {
     pub netns_attribution: bool,
     /// `-netns.bundle-roots`: where the container runtime's OCI bundles are.
     pub netns_bundle_roots: Vec<PathBuf>,
+    /// `-api.listen-address`: where the query API listens; `None` (the default) is off.
+    pub api_listen: Option<ApiListen>,
+    /// `-api.retention`: how long a closed connection stays queryable.
+    pub api_retention: Duration,
 }
 
 impl Config {
@@ -140,7 +148,7 @@ impl Config {
             Scope::All => "all".to_owned(),
             Scope::Paths(paths) => join(paths.iter().map(|p| p.display().to_string()).collect()),
         };
-        let values: [(&str, String); 20] = [
+        let values: [(&str, String); 22] = [
             (REPS, self.reps.to_string()),
             (TRACE, self.trace.to_string()),
             (OUTPUT, path(&self.output)),
@@ -189,6 +197,17 @@ impl Config {
                         .map(|p| p.display().to_string())
                         .collect(),
                 ),
+            ),
+            (
+                API_LISTEN_ADDRESS,
+                self.api_listen
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            ),
+            (
+                API_RETENTION,
+                duration::format_go_duration(self.api_retention),
             ),
         ];
         values
@@ -328,6 +347,14 @@ impl<E: Fn(&str) -> Option<OsString>> Inputs<'_, E> {
                     .collect(),
                 roots => roots,
             },
+            api_listen: self.value(API_LISTEN_ADDRESS, None, |text| {
+                if text.is_empty() {
+                    Ok(None)
+                } else {
+                    text.parse().map(Some)
+                }
+            })?,
+            api_retention: self.value(API_RETENTION, DEFAULT_API_RETENTION, positive)?,
         })
     }
 

@@ -74,6 +74,8 @@ fn defaults_reproduce_upstream() {
             "/run/containerd/io.containerd.runtime.v2.task/k8s.io".into(),
             "/run/containers/storage/overlay-containers".into(),
         ],
+        api_listen: None,
+        api_retention: Duration::from_secs(60),
     };
     assert_eq!(*c, want);
     assert_eq!(c.uuid_prefix.as_str(), format!("{POD}_{boot}_unsafe"));
@@ -146,6 +148,12 @@ const SAMPLES: &[(&str, &str, Effect)] = &[
     ("netns.attribution", "true", |c| c.netns_attribution = true),
     ("netns.bundle-roots", "/a,/b", |c| {
         c.netns_bundle_roots = vec!["/a".into(), "/b".into()];
+    }),
+    ("api.listen-address", "127.0.0.1:9991", |c| {
+        c.api_listen = Some("127.0.0.1:9991".parse().unwrap());
+    }),
+    ("api.retention", "5m", |c| {
+        c.api_retention = Duration::from_secs(300);
     }),
 ];
 
@@ -713,6 +721,31 @@ fn help_exits_zero_with_usage() {
 }
 
 #[test]
+fn the_api_listens_on_loopback_or_a_unix_socket_only() {
+    assert_eq!(
+        run(&["-api.listen-address=/run/tcpinfo/api.sock"], &[])
+            .unwrap()
+            .config
+            .api_listen,
+        Some(ApiListen::Unix("/run/tcpinfo/api.sock".into()))
+    );
+    assert_eq!(
+        run(&["-api.listen-address="], &[])
+            .unwrap()
+            .config
+            .api_listen,
+        None
+    );
+    for refused in [":9991", "0.0.0.0:9991", "10.0.0.1:80", "api.sock"] {
+        let err = run(&[&format!("-api.listen-address={refused}")], &[]).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{refused}");
+        assert!(err.to_string().contains("-api.listen-address"), "{err}");
+    }
+    let err = run(&["-api.retention=0s"], &[]).unwrap_err();
+    assert!(err.to_string().contains("-api.retention"), "{err}");
+}
+
+#[test]
 fn version_exits_zero_and_needs_no_other_flag_to_be_valid() {
     for args in [
         &["-version"][..],
@@ -759,6 +792,7 @@ fn argument_lines_show_every_effective_value() {
         "-mode=auto".to_owned(),
         "-rotation-age=90s".to_owned(),
         "-exclude-local=0".to_owned(),
+        "-api.listen-address=[::1]:9991".to_owned(),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let c = run(&args, &[]).unwrap().config;
@@ -785,6 +819,8 @@ fn argument_lines_show_every_effective_value() {
         "Argument netns.bundle-roots=/run/containerd/io.containerd.runtime.v2.task/k8s.io,\
          /run/containers/storage/overlay-containers"
             .to_owned(),
+        "Argument api.listen-address=[::1]:9991".to_owned(),
+        "Argument api.retention=1m0s".to_owned(),
     ];
     assert_eq!(c.argument_lines(), want);
 }
