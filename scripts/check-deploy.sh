@@ -424,9 +424,9 @@ breaks "a manifest left out of kustomization.yaml" deploy/kustomization.yaml \
 breaks "privileged: true without a skip" $DS "            privileged: false
             # no_new_privs" "            privileged: true
             # no_new_privs" check_checkov_manifests deploy
-breaks "hostPath / mounted" $DS "path: /sys/kernel/btf
-            type: Directory" "path: /
-            type: Directory" check_checkov_manifests deploy
+breaks "hostPath / mounted" $DS "path: /run/netns
+            type: DirectoryOrCreate" "path: /
+            type: DirectoryOrCreate" check_checkov_manifests deploy
 breaks "a writable hostPath (/run/netns)" $DS "              mountPath: /run/netns
               readOnly: true" "              mountPath: /run/netns" check_checkov_manifests deploy
 breaks "a capability beyond the justified ones (SYS_MODULE)" $DS "                - SYS_PTRACE" \
