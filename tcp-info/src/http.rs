@@ -3,6 +3,8 @@
 //!
 //! - a deadline for each request head ([`HEAD_TIMEOUT`]) and a bound on its size
 //!   ([`MAX_HEAD`], answered with 431);
+//! - a deadline for the whole exchange ([`CONNECTION_DEADLINE`]): a client that asks and then
+//!   never reads the answer is cut off;
 //! - one request per connection;
 //! - at most [`MAX_CONNECTIONS`] connections at once: more are closed at once, so a slow or
 //!   malicious client holds one slot for a bounded time but cannot block the others.
@@ -33,6 +35,9 @@ pub const MAX_CONNECTIONS: usize = 16;
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head accepted (hyper's read buffer; its minimum is 8 KiB).
 pub const MAX_HEAD: usize = 8 * 1024;
+/// Longest time one connection may take, request and answer (a metrics exposition or a plot,
+/// read by a slow client) included.
+pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
 /// Pause after an accept error that is not about one connection (e.g. EMFILE), so the loop
 /// does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -89,6 +94,17 @@ impl Server {
         handler: Handler,
         runtime: &Handle,
     ) -> std::io::Result<Self> {
+        Self::start_with_deadline(name, listener, handler, runtime, CONNECTION_DEADLINE)
+    }
+
+    /// [`Server::start`] with another deadline per connection than [`CONNECTION_DEADLINE`].
+    pub fn start_with_deadline(
+        name: &'static str,
+        listener: Listener,
+        handler: Handler,
+        runtime: &Handle,
+        deadline: Duration,
+    ) -> std::io::Result<Self> {
         let stop = CancellationToken::new();
         let _context = runtime.enter();
         let (local, accept) = match listener {
@@ -104,6 +120,7 @@ impl Server {
                     },
                     handler,
                     stop.clone(),
+                    deadline,
                 ));
                 (local, accept)
             }
@@ -123,6 +140,7 @@ impl Server {
                     },
                     handler,
                     stop.clone(),
+                    deadline,
                 ));
                 (LocalAddr::Unix(path), accept)
             }
@@ -179,6 +197,7 @@ async fn accept_loop<S, A, F>(
     accept: A,
     handler: Handler,
     stop: CancellationToken,
+    deadline: Duration,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     A: Fn() -> F,
@@ -220,20 +239,84 @@ async fn accept_loop<S, A, F>(
                 let responding = handler(request);
                 async move { Ok::<_, Infallible>(responding.await) }
             });
-            let served = hyper::server::conn::http1::Builder::new()
+            let serving = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEAD_TIMEOUT)
                 .max_buf_size(MAX_HEAD)
                 .keep_alive(false)
                 .title_case_headers(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!("{name} server: connection from {peer}: {e}");
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(deadline, serving).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!("{name} server: connection from {peer}: {e}"),
+                Err(_) => tracing::debug!("{name} server: {peer} cut off after {deadline:?}"),
             }
             drop(slot);
         });
     }
     // Ends every connection being served, stalled ones included.
     connections.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::test_runtime::handle as rt;
+
+    /// A handler answering every request with `size` bytes.
+    fn big(size: usize) -> Handler {
+        let body = Bytes::from(vec![b'x'; size]);
+        Arc::new(move |_| {
+            let body = body.clone();
+            Box::pin(async move { Response::new(Full::new(body)) })
+        })
+    }
+
+    #[test]
+    fn clients_that_never_read_the_answer_are_cut_off() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let deadline = Duration::from_millis(500);
+        // Far more than the socket buffers hold, so that the answer waits on the client.
+        let server = Server::start_with_deadline(
+            "test",
+            Listener::Tcp(listener),
+            big(64 << 20),
+            rt(),
+            deadline,
+        )
+        .unwrap();
+        let LocalAddr::Tcp(addr) = server.local_addr().clone() else {
+            panic!()
+        };
+        // Every slot taken by a client that asks and never reads.
+        let stalled: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                s
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        // After the deadline the slots are free again: a new client gets its whole answer.
+        let start = Instant::now();
+        let answered = loop {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut response = Vec::new();
+            let _ = s.read_to_end(&mut response);
+            if response.len() > 64 << 20 {
+                break response;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "never answered");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(answered.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        drop(stalled);
+        server.shutdown();
+    }
 }

@@ -58,6 +58,11 @@ fn connections_by_uuid_fresh_queries_retention_and_plots_match_the_openapi_descr
             &[],
         )
         .unwrap();
+    // The API starts after the metrics endpoint the start-up waited for.
+    wait_for(Duration::from_secs(10), "the API socket", || {
+        Ok(UnixStream::connect(&socket).is_ok().then_some(()))
+    })
+    .unwrap();
     let (_, _, description) = get(&socket, "/v1/openapi.json");
     let api = OpenApi::parse(&description).unwrap();
 
@@ -275,6 +280,11 @@ fn the_api_is_off_by_default() {
         return;
     };
     let daemon = setup.start(&[], &[]).unwrap();
+    // Everything has started once the capabilities are dropped: no API by then.
+    wait_for(Duration::from_secs(10), "the start-up", || {
+        Ok(daemon.stderr().contains("capabilit").then_some(()))
+    })
+    .unwrap();
     assert!(
         !daemon.stderr().contains("query API"),
         "{}",

@@ -477,8 +477,9 @@ fn bulk_flow_series_match_its_archive_and_pacing() {
 
     // The peak receive rate: at least half the transfer's average (the intervals holding the
     // transfer span its duration plus at most a poll interval or two), and in every interval at
-    // most the chunks the pacing lets start in it plus two (timestamps are taken after the
-    // kernel's answer, and delivery may lag the write).
+    // most the chunks the pacing lets start in it plus four (timestamps are taken after the
+    // kernel's answer, which a loaded machine delays by tens of milliseconds, and delivery may
+    // lag the write).
     let average = CLIENT_SENDS as f64 * 8.0 / elapsed / 1e6;
     let mut peak = 0.0_f64;
     for i in 1..series.len() {
@@ -486,7 +487,7 @@ fn bulk_flow_series_match_its_archive_and_pacing() {
             continue;
         };
         let dt = series.times_s[i] - series.times_s[i - 1];
-        let chunks = dt / PERIOD.as_secs_f64() + 2.0;
+        let chunks = dt / PERIOD.as_secs_f64() + 4.0;
         let bound = chunks * CHUNK as f64 * 8.0 / dt / 1e6;
         assert!(
             rate <= bound,

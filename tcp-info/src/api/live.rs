@@ -22,8 +22,9 @@ pub struct LiveConnection {
     /// start if it opened before the daemon).
     pub first_seen: Timestamp,
     /// Its latest archived record (addresses as the kernel gave them: the API anonymizes what
-    /// it answers with, as the saver does).
-    pub latest: ArchivalRecord,
+    /// it answers with, as the saver does). Shared, so that a reader copies a pointer under
+    /// the lock, not the record.
+    pub latest: Arc<ArchivalRecord>,
     /// When it ended, if it did.
     pub closed: Option<Timestamp>,
     /// Monotonic time of the end, for the retention.
@@ -62,16 +63,18 @@ impl LiveTable {
     /// Records `record` as the latest of `uuid` (opening it if new, reopening nothing closed:
     /// a closed UUID's late record only updates it).
     pub fn update(&self, uuid: &str, record: &ArchivalRecord) {
+        // The copy is made before the lock is taken: the lock is held for the insertion only.
+        let latest = Arc::new(record.clone());
         let mut map = self.lock();
         match map.get_mut(uuid) {
-            Some(conn) => conn.latest = record.clone(),
+            Some(conn) => conn.latest = latest,
             None => {
                 map.insert(
                     uuid.to_owned(),
                     LiveConnection {
                         uuid: uuid.to_owned(),
                         first_seen: record.timestamp,
-                        latest: record.clone(),
+                        latest,
                         closed: None,
                         closed_at: None,
                     },

@@ -21,7 +21,7 @@ mod server;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, PermissionsExt as _};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -133,6 +133,14 @@ impl ApiListen {
                     .map_err(bind_error)
             }
             Self::Unix(path) => {
+                // Like the event socket's, the directory is created when missing.
+                if let Some(dir) = path.parent() {
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o755)
+                        .create(dir)
+                        .map_err(bind_error)?;
+                }
                 if let Ok(meta) = std::fs::symlink_metadata(path) {
                     if !meta.file_type().is_socket() {
                         return Err(ApiError::InvalidListen {

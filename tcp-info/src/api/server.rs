@@ -16,6 +16,7 @@ use super::query::{BadParameter, DetailQuery, ListQuery, Summary, select};
 use super::{Anonymize, ApiError, ApiListen};
 use crate::csv::{Cell, named_cells};
 use crate::http::{Handler, LocalAddr, Server};
+use crate::plot::PlotError;
 use crate::record::{ArchivalRecord, Timestamp};
 use crate::snapshot::Snapshot;
 use crate::sockdiag::{Checked, DiagSocket, ExactTarget};
@@ -34,7 +35,17 @@ struct State {
     fresh: Option<Arc<Mutex<DiagSocket>>>,
     /// The archive root, for plots.
     output: PathBuf,
+    /// Whether requests must name a loopback host (TCP listeners): a web page the operator's
+    /// browser visits could otherwise rebind its own name to 127.0.0.1 and read the API.
+    check_host: bool,
+    /// One plot is drawn at a time: each reads a whole archive.
+    plotting: tokio::sync::Semaphore,
 }
+
+/// The largest archive (compressed bytes, all segments) the API plots: about 50 000 records
+/// at the ≤ 40 B/record the format reaches, a few tens of MB in memory while drawn. Larger
+/// ones are answered 413, pointing to `tcp-info plot`, which has no such limit.
+pub const MAX_PLOT_ARCHIVE_BYTES: u64 = 2 << 20;
 
 /// The running API server.
 #[derive(Debug)]
@@ -70,6 +81,8 @@ pub fn serve(
         anonymize,
         fresh: fresh.map(|s| Arc::new(Mutex::new(s))),
         output: output.to_path_buf(),
+        check_host: matches!(listen, ApiListen::Tcp(_)),
+        plotting: tokio::sync::Semaphore::new(1),
     });
     let handler: Handler = Arc::new(move |request: Request<Incoming>| {
         let state = Arc::clone(&state);
@@ -92,14 +105,29 @@ async fn respond(request: &Request<Incoming>, state: &Arc<State>) -> Response<Fu
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
+    if state.check_host && !loopback_host(request) {
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "the API answers requests for 127.0.0.1, [::1] or localhost only",
+            None,
+        );
+    }
     let query = request.uri().query();
     let path = request.uri().path();
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let Some(segments) = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect::<Option<Vec<String>>>()
+    else {
+        return error(StatusCode::BAD_REQUEST, "bad %-encoding in the path", None);
+    };
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     match segments.as_slice() {
         [""] => body(StatusCode::OK, "text/html; charset=utf-8", PAGE.into()),
         ["v1", "openapi.json"] => body(StatusCode::OK, "application/json", OPENAPI.into()),
         ["v1", "connections"] => match ListQuery::parse(query) {
-            Ok(q) => list(state, &q),
+            Ok(q) => list(state, q).await,
             Err(bad) => bad_parameter(&bad),
         },
         ["v1", "connections", uuid] => match DetailQuery::parse(query) {
@@ -108,10 +136,9 @@ async fn respond(request: &Request<Incoming>, state: &Arc<State>) -> Response<Fu
         },
         ["v1", "connections", uuid, "plot.svg"] => match query.filter(|q| !q.is_empty()) {
             None => plot(state, uuid).await,
-            Some(_) => bad_parameter(&BadParameter {
+            Some(query) => bad_parameter(&BadParameter {
                 name: query
-                    .unwrap_or_default()
-                    .split('=')
+                    .split(['=', '&'])
                     .next()
                     .unwrap_or_default()
                     .to_owned(),
@@ -124,6 +151,41 @@ async fn respond(request: &Request<Incoming>, state: &Arc<State>) -> Response<Fu
             None,
         ),
     }
+}
+
+/// Whether the request's `Host` is a loopback name (with any port): `127.0.0.0/8`, `[::1]`
+/// or `localhost`. A request without one (HTTP/1.0) is refused too.
+fn loopback_host(request: &Request<Incoming>) -> bool {
+    let Some(host) = request
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Percent-decoding of one path segment (`+` stays `+`); `None` if malformed or not UTF-8.
+fn percent_decode(segment: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(segment.len());
+    let mut bytes = segment.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next()?, bytes.next()?];
+            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// `record` with its addresses anonymized as the archives have them.
@@ -139,23 +201,36 @@ fn as_archived(state: &State, record: &ArchivalRecord) -> ArchivalRecord {
     ArchivalRecord::new(record.timestamp, &copy, &attributes)
 }
 
-fn list(state: &State, query: &ListQuery) -> Response<Full<Bytes>> {
-    let now = Timestamp::now();
-    let summaries: Vec<Summary> = state
-        .table
-        .open_connections()
-        .iter()
-        .filter_map(|c| Summary::of(&c.uuid, &as_archived(state, &c.latest), c.first_seen, now))
-        .collect();
-    let (page, matched) = select(summaries, query);
-    json_response(
-        StatusCode::OK,
-        &json!({
+/// The listing. Decoding every open connection's record is work for a blocking thread; the
+/// table's lock is held only to copy pointers.
+async fn list(state: &Arc<State>, query: ListQuery) -> Response<Full<Bytes>> {
+    let state = Arc::clone(state);
+    let listed = tokio::task::spawn_blocking(move || {
+        let now = Timestamp::now();
+        let summaries: Vec<Summary> = state
+            .table
+            .open_connections()
+            .iter()
+            .filter_map(|c| {
+                Summary::of(&c.uuid, &as_archived(&state, &c.latest), c.first_seen, now)
+            })
+            .collect();
+        let (page, matched) = select(summaries, &query);
+        json!({
             "connections": page.iter().map(Summary::to_json).collect::<Vec<_>>(),
             "matched": matched,
             "time": now.to_string(),
-        }),
-    )
+        })
+    })
+    .await;
+    match listed {
+        Ok(value) => json_response(StatusCode::OK, &value),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("the listing task failed: {e}"),
+            None,
+        ),
+    }
 }
 
 /// A UUID as the daemon writes them: `<prefix>_<16 hex digits>`, printable, no `/`.
@@ -187,7 +262,7 @@ async fn detail(state: &Arc<State>, uuid: &str, query: DetailQuery) -> Response<
             Err(response) => return response,
         }
     } else {
-        (conn.latest.clone(), "archive")
+        (ArchivalRecord::clone(&conn.latest), "archive")
     };
     let record = as_archived(state, &record);
     let Ok(snapshot) = Snapshot::decode(&record) else {
@@ -317,24 +392,52 @@ async fn fresh_record(
 }
 
 async fn plot(state: &Arc<State>, uuid: &str) -> Response<Full<Bytes>> {
-    if !valid_uuid(uuid) || state.table.get(uuid).is_none() {
+    if !valid_uuid(uuid) {
         return unknown_uuid(uuid, state.table.retention());
     }
+    let Some(conn) = state.table.get(uuid) else {
+        return unknown_uuid(uuid, state.table.retention());
+    };
+    let Ok(_permit) = state.plotting.try_acquire() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "another plot is being drawn; ask again in a moment",
+            None,
+        );
+    };
     let (root, uuid_owned) = (state.output.clone(), uuid.to_owned());
-    let drawn = tokio::task::spawn_blocking(move || {
-        let segments = crate::plot::find_segments(&root, &uuid_owned)?;
-        let records = crate::plot::read_segments_so_far(&segments)?;
-        let series = crate::plot::Series::from_records(&records)?;
-        crate::plot::svg(&series)
+    // Segment 0 is in its first record's date directory (UTC), later ones after it.
+    let since = conn.first_seen.utc_date();
+    let drawn = tokio::task::spawn_blocking(move || -> Result<String, (StatusCode, String)> {
+        let segments = crate::plot::find_segments_since(&root, &uuid_owned, since)
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let bytes: u64 = segments
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        if bytes > MAX_PLOT_ARCHIVE_BYTES {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "its archive is {bytes} bytes, more than the API plots                      ({MAX_PLOT_ARCHIVE_BYTES}); use `tcp-info plot` on its files"
+                ),
+            ));
+        }
+        let nothing = |e: PlotError| match e {
+            PlotError::NoArchive | PlotError::NoSnapshots => {
+                (StatusCode::NOT_FOUND, format!("nothing archived yet: {e}"))
+            }
+            e => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        };
+        let records = crate::plot::read_segments_so_far(&segments).map_err(nothing)?;
+        let series = crate::plot::Series::from_records(&records).map_err(nothing)?;
+        crate::plot::svg(&series).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
     .await;
     match drawn {
         Ok(Ok(svg)) => body(StatusCode::OK, "image/svg+xml", svg.into()),
-        Ok(Err(e)) => error(
-            StatusCode::NOT_FOUND,
-            &format!("no plot for {uuid:?}: {e}"),
-            None,
-        ),
+        Ok(Err((status, text))) => error(status, &format!("no plot for {uuid:?}: {text}"), None),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("the plot task failed: {e}"),

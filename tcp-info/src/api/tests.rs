@@ -34,7 +34,12 @@ fn record(cookie: u64, sport: u16, dport: u16, rtt: u32, acked: u64) -> Archival
 }
 
 fn get(addr: &LocalAddr, path: &str) -> (u16, Value, String) {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+    get_for(addr, path, "127.0.0.1")
+}
+
+/// `get` naming `host` in the request.
+fn get_for(addr: &LocalAddr, path: &str, host: &str) -> (u16, Value, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
     let mut response = Vec::new();
     match addr {
         LocalAddr::Tcp(addr) => {
@@ -168,6 +173,20 @@ fn unknown_paths_methods_and_parameters() {
     assert!(body["error"].is_string());
     let (status, _, _) = get(&addr, "/v1/connections/nope");
     assert_eq!(status, 404);
+    // Percent-encoded UUIDs (as the page sends them) are decoded.
+    let (status, body, _) = get(&addr, "/v1/connections/h%5F1");
+    assert_eq!((status, &body["uuid"]), (200, &Value::from("h_1")));
+    let (status, _, _) = get(&addr, "/v1/connections/h%zz");
+    assert_eq!(status, 400);
+    // Only loopback names: a page that rebinds its own name to 127.0.0.1 gets nothing.
+    for host in ["[::1]:9991", "127.0.0.1", "LOCALHOST:80", "127.1.2.3:1"] {
+        assert_eq!(get_for(&addr, "/v1/connections", host).0, 200, "{host}");
+    }
+    for host in ["evil.example:9991", "evil.example", "10.0.0.1:80", ""] {
+        let (status, body, _) = get_for(&addr, "/v1/connections", host);
+        assert_eq!(status, 421, "{host}");
+        assert!(body["error"].as_str().unwrap().contains("127.0.0.1"));
+    }
     let (status, body, _) = get(&addr, "/v1/connections/h_1?fresh=maybe");
     assert_eq!((status, &body["parameter"]), (400, &Value::from("fresh")));
     let (status, body, _) = get(&addr, "/v1/connections/h_1?fresh=true");
@@ -183,7 +202,7 @@ fn unknown_paths_methods_and_parameters() {
         panic!("{addr:?}")
     };
     let mut s = TcpStream::connect(tcp).unwrap();
-    s.write_all(b"POST /v1/connections HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+    s.write_all(b"POST /v1/connections HTTP/1.1\r\nHost: [::1]\r\nContent-Length: 0\r\n\r\n")
         .unwrap();
     let mut response = String::new();
     s.read_to_string(&mut response).unwrap();
@@ -204,13 +223,14 @@ fn listens_on_loopback_or_a_unix_socket_only() {
         assert!(allowed.parse::<ApiListen>().is_ok(), "{allowed}");
     }
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("api.sock");
+    let path = dir.path().join("run/tcpinfo/api.sock");
     let table = Arc::new(LiveTable::new(Duration::from_secs(60)));
     let listen = path.display().to_string();
     let server = start(&table, &listen);
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660);
-    let (status, body, _) = get(server.local_addr(), "/v1/connections");
+    // Over a unix socket any Host is accepted (no browser reaches it).
+    let (status, body, _) = get_for(server.local_addr(), "/v1/connections", "api");
     assert_eq!((status, &body["matched"]), (200, &Value::from(0)));
     drop(server);
     assert!(!path.exists(), "the socket file is removed at shutdown");

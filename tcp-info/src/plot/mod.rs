@@ -29,7 +29,7 @@ use crate::wire::inet_diag::ShortMessage;
 
 pub use draw::{HEIGHT, PANEL_TITLES, WIDTH, svg};
 pub use raster::{font_faces, png};
-pub use segments::{find_segments, read_segments, read_segments_so_far};
+pub use segments::{find_segments, find_segments_since, read_segments, read_segments_so_far};
 pub use series::{INFINITE_SSTHRESH, Series};
 
 /// Why a connection could not be plotted.

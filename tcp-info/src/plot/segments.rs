@@ -46,6 +46,10 @@ fn read(paths: &[PathBuf], so_far: bool) -> Result<Vec<ArchivalRecord>, PlotErro
             .iter()
             .find_map(|r| r.metadata.as_deref())
             .map(|m| (m.uuid.clone(), m.sequence));
+        // A segment just opened has nothing flushed yet, not even its Metadata line.
+        if so_far && records.is_empty() {
+            continue;
+        }
         segments.push(Segment {
             path: path.clone(),
             meta,
@@ -106,13 +110,42 @@ fn order(mut segments: Vec<Segment>) -> Result<Vec<ArchivalRecord>, PlotError> {
 /// (names of 4, 2 and 2 digits; anything else in the tree is ignored) and each day's entries.
 /// An empty result means the tree holds no file of that UUID.
 pub fn find_segments(root: &Path, uuid: &str) -> Result<Vec<PathBuf>, PlotError> {
+    find_segments_since(root, uuid, (0, 0, 0))
+}
+
+/// [`find_segments`] in the date directories from `since` (UTC year, month, day) on only: a
+/// connection's segments are never in a directory older than its first record's date, and a
+/// tree of years of archives then costs a few listings, not thousands.
+pub fn find_segments_since(
+    root: &Path,
+    uuid: &str,
+    since: (i64, u32, u32),
+) -> Result<Vec<PathBuf>, PlotError> {
     if uuid.is_empty() || uuid.contains(['/', '\0']) {
         return Err(PlotError::BadUuid(uuid.to_owned()));
     }
+    let number = |dir: &Path| -> i64 {
+        dir.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let (since_year, since_month, since_day) = (since.0, i64::from(since.1), i64::from(since.2));
     let mut found: Vec<(u64, PathBuf)> = Vec::new();
     for year in numbered_dirs(root, 4)? {
+        let y = number(&year);
+        if y < since_year {
+            continue;
+        }
         for month in numbered_dirs(&year, 2)? {
+            let m = number(&month);
+            if (y, m) < (since_year, since_month) {
+                continue;
+            }
             for day in numbered_dirs(&month, 2)? {
+                if (y, m, number(&day)) < (since_year, since_month, since_day) {
+                    continue;
+                }
                 let Some(entries) = list(&day)? else { continue };
                 for entry in entries {
                     let entry = entry.map_err(|source| PlotError::List {
@@ -301,10 +334,22 @@ mod tests {
             3,
             "the Metadata line and the first frame's two records"
         );
-        // A file whose first flush has not come yet holds no record, and is no error.
+        // A file whose first flush has not come yet (a new segment) is left out, beside the
+        // segment before it; alone, there is nothing to read.
         let empty = dir.path().join("empty.jsonl.zst");
         std::fs::write(&empty, b"").unwrap();
-        assert_eq!(read_segments_so_far(&[empty]).unwrap().len(), 0);
+        let earlier = dir.path().join("earlier.jsonl.zst");
+        std::fs::copy(&first, &earlier).unwrap();
+        assert_eq!(
+            read_segments_so_far(&[earlier, empty.clone()])
+                .unwrap()
+                .len(),
+            3
+        );
+        assert!(matches!(
+            read_segments_so_far(&[empty]),
+            Err(PlotError::NoArchive)
+        ));
         let missing = read_segments_so_far(&[dir.path().join("none.jsonl.zst")]);
         assert!(
             missing.is_err(),
@@ -335,7 +380,26 @@ mod tests {
         mk(&format!("2024/1/01/{uuid}.00005.jsonl.zst"));
         mk("2025");
         std::fs::create_dir_all(root.join("lost+found")).unwrap();
-        assert_eq!(find_segments(root, uuid).unwrap(), [s0, s1, s2, s10]);
+        assert_eq!(
+            find_segments(root, uuid).unwrap(),
+            [s0.clone(), s1.clone(), s2.clone(), s10.clone()]
+        );
+        // From a date on: older day directories are skipped (not even listed).
+        assert_eq!(
+            find_segments_since(root, uuid, (2024, 1, 2)).unwrap(),
+            [s2.clone(), s10.clone()]
+        );
+        assert_eq!(
+            find_segments_since(root, uuid, (2023, 12, 31))
+                .unwrap()
+                .len(),
+            4
+        );
+        assert!(
+            find_segments_since(root, uuid, (2024, 2, 1))
+                .unwrap()
+                .is_empty()
+        );
         assert!(find_segments(root, "other_1").unwrap().is_empty());
         for bad in ["", "a/b", "a\0"] {
             assert!(matches!(

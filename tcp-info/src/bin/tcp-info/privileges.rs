@@ -1,7 +1,9 @@
 //! Least privilege: once the programs are loaded and the sockets opened, the daemon gives up
 //! every capability it no longer needs, in every set (effective, permitted, inheritable,
-//! ambient and, when it may, bounding), so that a flaw in the code that reads sockets, files
-//! or clients cannot be turned into more than reading TCP statistics.
+//! ambient and, when it holds CAP_SETPCAP, bounding), and sets `no_new_privs`, so that nothing
+//! it could execute would get them back. A flaw in the code that reads sockets, files or
+//! clients then has the kept capabilities at most. The daemon still runs as the user it was
+//! started as (uid 0 in the shipped deployments), with that user's file permissions.
 //!
 //! Capabilities are per thread on Linux. The main thread reduces itself to [`kept`] before it
 //! starts the collection threads (which inherit that set); the threads of the edges' runtime
@@ -58,18 +60,21 @@ pub fn kept(
 /// capability leaves the bounding set (when this thread holds CAP_SETPCAP, as root does) and
 /// the permitted and effective sets; the inheritable and ambient sets are emptied. A
 /// capability in `keep` that the thread does not hold stays absent.
-pub fn drop_to(keep: &[Capability]) -> Result<()> {
+pub fn drop_to(keep: &[Capability]) -> Result<Dropped> {
     let keep: CapsHashSet = keep.iter().copied().collect();
     // The bounding set first: removing from it needs CAP_SETPCAP, which goes below.
-    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP)
-        .context("reading the effective capabilities")?
-    {
+    let bounding = caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP)
+        .context("reading the effective capabilities")?;
+    if bounding {
         let bounding = caps::read(None, CapSet::Bounding).context("reading the bounding set")?;
         for cap in bounding.difference(&keep) {
             caps::drop(None, CapSet::Bounding, *cap)
                 .with_context(|| format!("dropping {cap} from the bounding set"))?;
         }
     }
+    // Without it, executing a program as uid 0 would refill the permitted set from the
+    // bounding set. The daemon executes nothing; this makes sure nothing can.
+    nix::sys::prctl::set_no_new_privs().context("setting no_new_privs")?;
     caps::clear(None, CapSet::Ambient).context("clearing the ambient set")?;
     caps::clear(None, CapSet::Inheritable).context("clearing the inheritable set")?;
     let permitted = caps::read(None, CapSet::Permitted).context("reading the permitted set")?;
@@ -77,13 +82,21 @@ pub fn drop_to(keep: &[Capability]) -> Result<()> {
     // Effective must stay within permitted, so it shrinks first.
     caps::set(None, CapSet::Effective, &kept).context("setting the effective set")?;
     caps::set(None, CapSet::Permitted, &kept).context("setting the permitted set")?;
-    Ok(())
+    Ok(Dropped { bounding })
+}
+
+/// What [`drop_to`] could do.
+#[derive(Debug, Clone, Copy)]
+pub struct Dropped {
+    /// Whether the bounding set was reduced too (it needs CAP_SETPCAP, which a container
+    /// started with an explicit capability list usually lacks; `no_new_privs` covers it).
+    pub bounding: bool,
 }
 
 /// [`drop_to`] nothing, for threads that never need a capability (the edges' runtime workers,
 /// the pipeline). Failing is logged, not fatal: the thread still works, with what it had.
 pub fn drop_all_on_this_thread() {
-    if let Err(e) = drop_to(&[]) {
+    if let Err(e) = drop_to(&[]).map(|_| ()) {
         tracing::error!("cannot drop this thread's capabilities: {e:#}");
     }
 }
@@ -96,7 +109,13 @@ pub fn drop_after_start(other_namespaces: bool, ebpf_mode: bool) -> Result<()> {
         &tcp_info::namespaces::kernel_release(),
     );
     let caps: Vec<Capability> = kept.iter().map(|&(cap, _)| cap).collect();
-    drop_to(&caps).context("dropping capabilities after start-up")?;
+    let dropped = drop_to(&caps).context("dropping capabilities after start-up")?;
+    if !dropped.bounding {
+        tracing::info!(
+            "capability bounding set left as it is (no CAP_SETPCAP); no_new_privs is set, so \
+             no program this process could execute would regain a capability"
+        );
+    }
     if kept.is_empty() {
         tracing::info!("capabilities: all dropped");
     }

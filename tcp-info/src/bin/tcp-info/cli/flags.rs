@@ -242,9 +242,9 @@ pub(super) const FLAGS: &[Spec] = &[
         value: "ADDR",
         default: "\"\" (off)",
         help: "Query API and live page (JSON over HTTP): a loopback HOST:PORT \
-               (127.0.0.1:9991, [::1]:9991, localhost:9991) or a unix socket path. It lists \
-               the open connections and answers by UUID, with addresses anonymized as in the \
-               archives.",
+               (127.0.0.1:9991, [::1]:9991) or a unix socket path (its directory is created). \
+               It lists the open connections and answers by UUID, with addresses anonymized as \
+               in the archives.",
     },
     Spec {
         name: API_RETENTION,
