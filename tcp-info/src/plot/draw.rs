@@ -324,41 +324,86 @@ fn all(values: &[f64]) -> Vec<Option<f64>> {
     values.iter().copied().map(Some).collect()
 }
 
+/// How far above the typical measured rate (the 75th percentile of the non-zero sending and
+/// receiving rates) a line may reach before the panel is scaled to that rate instead: lines
+/// above are cut at the top, and their legend says so. On loopback and veth the kernel's
+/// delivery rate can be a thousand times the real throughput, and a rate measured over a
+/// millisecond between two records is a spike of the same kind; either would flatten the
+/// lines that matter.
+const HEADROOM: f64 = 4.0;
+
+/// The throughput panel's scale: the largest value drawn, and where lines are cut if they are.
+fn throughput_scale(s: &Series) -> (f64, Option<f64>) {
+    let values = |v: &[Option<f64>]| -> Vec<f64> {
+        v.iter()
+            .flatten()
+            .copied()
+            .filter(|v| v.is_finite())
+            .collect()
+    };
+    let mut measured: Vec<f64> = values(&s.send_mbps)
+        .into_iter()
+        .chain(values(&s.recv_mbps))
+        .filter(|v| *v > 0.0)
+        .collect();
+    let largest = [&s.send_mbps, &s.recv_mbps, &s.delivery_mbps]
+        .into_iter()
+        .flat_map(|v| values(v))
+        .fold(0.0_f64, f64::max);
+    if measured.is_empty() {
+        return (largest, None);
+    }
+    measured.sort_by(f64::total_cmp);
+    let typical = measured[(measured.len() - 1) * 3 / 4];
+    let cap = typical * HEADROOM;
+    if largest > cap {
+        (cap, Some(cap))
+    } else {
+        (largest, None)
+    }
+}
+
+/// `values` cut at `cap`, and `label` saying so if any was.
+fn cut(values: &[Option<f64>], cap: Option<f64>, label: &str) -> (Vec<Option<f64>>, String) {
+    let Some(cap) = cap.filter(|cap| values.iter().flatten().any(|v| v > cap)) else {
+        return (values.to_vec(), label.to_owned());
+    };
+    let values = values.iter().map(|v| v.map(|v| v.min(cap))).collect();
+    (values, format!("{label}, cut at {} Mbit/s", tick(cap)))
+}
+
 fn throughput(area: &Area<'_>, s: &Series, x: Range<f64>) -> Result<(), PlotError> {
-    let top = y_top(
-        [&s.send_mbps, &s.recv_mbps, &s.delivery_mbps]
-            .into_iter()
-            .flat_map(|v| v.iter().flatten().copied()),
-    );
+    let (largest, cap) = throughput_scale(s);
+    let top = y_top(std::iter::once(largest));
     let mut chart = panel(area, s, PANEL_TITLES[0], "Mbit/s", x, top)?;
     let t = &s.times_s;
-    line(
-        &mut chart,
-        t,
-        &s.send_mbps,
-        BLUE_,
-        Line::Solid,
-        1,
-        "sending: \u{394}bytes_acked/\u{394}t",
-    )?;
-    line(
-        &mut chart,
-        t,
-        &s.recv_mbps,
-        ORANGE,
-        Line::Solid,
-        1,
-        "receiving: \u{394}bytes_received/\u{394}t",
-    )?;
-    line(
-        &mut chart,
-        t,
-        &s.delivery_mbps,
-        GREEN_,
-        Line::Dashed,
-        2,
-        "delivery_rate (kernel)",
-    )?;
+    let lines = [
+        (
+            &s.send_mbps,
+            BLUE_,
+            Line::Solid,
+            1,
+            "sending: \u{394}bytes_acked/\u{394}t",
+        ),
+        (
+            &s.recv_mbps,
+            ORANGE,
+            Line::Solid,
+            1,
+            "receiving: \u{394}bytes_received/\u{394}t",
+        ),
+        (
+            &s.delivery_mbps,
+            GREEN_,
+            Line::Dashed,
+            2,
+            "delivery_rate (kernel)",
+        ),
+    ];
+    for (values, color, kind, width, label) in lines {
+        let (values, label) = cut(values, cap, label);
+        line(&mut chart, t, &values, color, kind, width, &label)?;
+    }
     legend(&mut chart)
 }
 
@@ -516,6 +561,39 @@ mod tests {
         }
         records.push(null_line(1005, state::TIME_WAIT));
         Series::from_records(&records).unwrap()
+    }
+
+    #[test]
+    fn lines_far_above_the_typical_measured_rate_are_cut_not_scaled_to() {
+        let mut s = sample();
+        // As measured, the rates are of one order: nothing is cut.
+        let (_, cap) = throughput_scale(&s);
+        assert_eq!(cap, None);
+        assert!(!svg(&s).unwrap().contains("cut at"));
+        // A loopback-like delivery estimate, a thousand times the real rate, and one spike
+        // of the sending rate: the panel keeps the typical rate readable and says what is cut.
+        for v in s.delivery_mbps.iter_mut().flatten() {
+            *v *= 1000.0;
+        }
+        let typical = s.send_mbps[50].unwrap();
+        s.send_mbps[10] = Some(typical * 100.0);
+        let (largest, cap) = throughput_scale(&s);
+        let cap = cap.unwrap();
+        assert!(
+            cap >= typical && cap <= typical * HEADROOM * 1.01,
+            "{cap} vs {typical}"
+        );
+        assert!((largest - cap).abs() < 1e-9);
+        let text = svg(&s).unwrap();
+        let label = format!("cut at {} Mbit/s", tick(cap));
+        assert_eq!(
+            text.matches(&label).count(),
+            2,
+            "the delivery rate and the sending rate"
+        );
+        // The data behind the picture is unchanged.
+        assert!(s.delivery_mbps.iter().flatten().any(|v| *v > cap));
+        assert_eq!(s.send_mbps[10], Some(typical * 100.0));
     }
 
     #[test]
