@@ -83,9 +83,14 @@ fn pairs(query: Option<&str>) -> Result<Vec<(String, String)>, BadParameter> {
         .collect()
 }
 
-/// Percent-decoding (and `+` as space) of one query component; `None` when malformed or not
-/// UTF-8.
+/// Percent-decoding of one query component: `+` is a space.
 fn decode(text: &str) -> Option<String> {
+    percent_decode(text, true)
+}
+
+/// Percent-decoding of one URL component (`%XX` → that byte); `+` is a space when
+/// `plus_is_space` (a query), else itself (a path segment). `None` if malformed or not UTF-8.
+pub(super) fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
     let mut out = Vec::with_capacity(text.len());
     let mut bytes = text.bytes();
     while let Some(b) = bytes.next() {
@@ -94,7 +99,7 @@ fn decode(text: &str) -> Option<String> {
                 let hex = [bytes.next()?, bytes.next()?];
                 out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
             }
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b => out.push(b),
         }
     }

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use tokio::runtime::Handle;
 
 use super::live::{LiveConnection, LiveTable};
-use super::query::{BadParameter, DetailQuery, ListQuery, Summary, select};
+use super::query::{BadParameter, DetailQuery, ListQuery, Summary, percent_decode, select};
 use super::{Anonymize, ApiError, ApiListen};
 use crate::csv::{Cell, named_cells};
 use crate::http::{Handler, LocalAddr, Server};
@@ -117,7 +117,7 @@ async fn respond(request: &Request<Incoming>, state: &Arc<State>) -> Response<Fu
     let Some(segments) = path
         .trim_start_matches('/')
         .split('/')
-        .map(percent_decode)
+        .map(|segment| percent_decode(segment, false))
         .collect::<Option<Vec<String>>>()
     else {
         return error(StatusCode::BAD_REQUEST, "bad %-encoding in the path", None);
@@ -171,21 +171,6 @@ fn loopback_host(request: &Request<Incoming>) -> bool {
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Percent-decoding of one path segment (`+` stays `+`); `None` if malformed or not UTF-8.
-fn percent_decode(segment: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(segment.len());
-    let mut bytes = segment.bytes();
-    while let Some(b) = bytes.next() {
-        if b == b'%' {
-            let hex = [bytes.next()?, bytes.next()?];
-            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
-        } else {
-            out.push(b);
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// `record` with its addresses anonymized as the archives have them.
