@@ -27,21 +27,11 @@ const FIXTURES: [(&str, &str); 2] = [
     ),
 ];
 
-/// `../shared/fixtures/m-lab` relative to the workspace root; `None` (test skipped with a
-/// message) when absent outside CI.
-fn fixtures() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/m-lab");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "fixtures missing at {} (CI must have shared/ beside the clone)",
-        dir.display()
-    );
-    eprintln!("SKIP: fixtures not found at {}", dir.display());
-    None
-}
+// The library's fixture helper, one file for both crates' tests (this crate cannot depend on
+// the library's test directory otherwise).
+#[path = "../../tcp-info/tests/common/mod.rs"]
+#[expect(dead_code, reason = "only mlab_fixtures is used here")]
+mod common;
 
 /// Every line of `paths`, in the order given, decoded by `Snapshot`.
 fn snapshots(paths: &[PathBuf]) -> Vec<Snapshot> {
@@ -178,7 +168,9 @@ fn assert_series_match(series: &Series, snaps: &[Snapshot], uuid: &str) {
 
 #[test]
 fn fixture_series_equal_the_archive_values() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = common::mlab_fixtures() else {
+        return;
+    };
     for (file, uuid) in FIXTURES {
         let paths = [dir.join(file)];
         let series = Series::from_records(&plot::read_segments(&paths).unwrap()).unwrap();
@@ -213,7 +205,9 @@ fn split_fixture(dir: &Path, root: &Path) -> anyhow::Result<(PathBuf, PathBuf)> 
 
 #[test]
 fn segments_found_and_read_in_order_give_the_whole_connection() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = common::mlab_fixtures() else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("out");
     let (first, second) = split_fixture(&dir, &root).unwrap();
@@ -243,6 +237,19 @@ fn run(args: &[&std::ffi::OsStr]) -> Output {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("running tcp-info plot: {e}"))
+}
+
+/// `tcp-info plot ARGS` to stdout: it must succeed, and its output is a well-formed SVG.
+fn plot_to_stdout(args: &[&std::ffi::OsStr]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = String::from_utf8(out.stdout).unwrap_or_else(|e| panic!("SVG not UTF-8: {e}"));
+    assert_well_formed_svg(&svg);
+    svg
 }
 
 /// A minimal XML check: one root `<svg>` element, every start tag closed in order.
@@ -284,17 +291,12 @@ fn png_size(png: &[u8]) -> (u32, u32) {
 
 #[test]
 fn command_writes_svg_and_png_of_a_fixture() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = common::mlab_fixtures() else {
+        return;
+    };
     let (file, uuid) = FIXTURES[0];
     let archive = dir.join(file);
-    let out = run(&[archive.as_os_str()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let svg = String::from_utf8(out.stdout).unwrap();
-    assert_well_formed_svg(&svg);
+    let svg = plot_to_stdout(&[archive.as_os_str()]);
     for needle in PANEL_TITLES
         .iter()
         .chain(&[uuid, "ESTABLISHED", "CLOSE_WAIT"])
@@ -326,7 +328,9 @@ fn command_writes_svg_and_png_of_a_fixture() {
 
 #[test]
 fn command_errors_name_the_problem_without_panicking() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = common::mlab_fixtures() else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let a = dir.join(FIXTURES[0].0);
     let b = dir.join(FIXTURES[1].0);
@@ -505,14 +509,7 @@ fn bulk_flow_series_match_its_archive_and_pacing() {
         "peak receive rate {peak:.1} Mbit/s, the transfer averaged {average:.1}"
     );
 
-    let out = run(&paths.iter().map(|p| p.as_os_str()).collect::<Vec<_>>());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let svg = String::from_utf8(out.stdout).unwrap();
-    assert_well_formed_svg(&svg);
+    let svg = plot_to_stdout(&paths.iter().map(|p| p.as_os_str()).collect::<Vec<_>>());
     assert!(svg.contains(&uuid));
 }
 
@@ -521,7 +518,9 @@ fn bulk_flow_series_match_its_archive_and_pacing() {
 /// skipped rather than fatal.
 #[test]
 fn records_without_raw_idm_are_skipped() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = common::mlab_fixtures() else {
+        return;
+    };
     let mut records = plot::read_segments(&[dir.join(FIXTURES[1].0)]).unwrap();
     let whole = Series::from_records(&records).unwrap();
     records.insert(
