@@ -198,6 +198,16 @@ impl Setup {
         Ok((client, server, cookie))
     }
 
+    /// Waits until `daemon`'s `/ready` answers 200: its first sweep has completed, so what the
+    /// test does from now on is not in it.
+    pub fn wait_ready(&self, daemon: &mut Daemon, timeout: Duration) -> Result<()> {
+        let addr = daemon.metrics_addr(timeout)?;
+        wait_for(timeout, "the daemon ready (/ready 200)", || {
+            let (status, _) = sockets::http_get(&self.net, addr, "/ready")?;
+            Ok((status == 200).then_some(()))
+        })
+    }
+
     /// `daemon`'s metrics, fetched from the server namespace and parsed; an error unless the
     /// answer is 200.
     pub fn scrape(&self, daemon: &mut Daemon) -> Result<exposition::Exposition> {

@@ -92,6 +92,10 @@ fn bulk_flows_are_recorded_every_poll_interval_from_marks_alone() {
         return;
     };
     let mut daemon = start_ebpf(&setup, &[]);
+    // The start-up sweep must be over before the flows start: it is to record none of them.
+    setup
+        .wait_ready(&mut daemon, Duration::from_secs(10))
+        .unwrap();
     let listener = setup.net.listen().unwrap();
     let (up_client, up_server, up_cookie) = setup.connected(&listener).unwrap();
     let (down_client, down_server, down_cookie) = setup.connected(&listener).unwrap();
@@ -208,6 +212,10 @@ fn a_thousand_idle_connections_cause_no_exact_queries() {
     // Two thousand sockets in this process: more than a default soft limit of 1024.
     tcp_info_tests::raise_nofile();
     let mut daemon = start_ebpf(&setup, &[]);
+    // After the start-up sweep, so that every connection is recorded from its marks.
+    setup
+        .wait_ready(&mut daemon, Duration::from_secs(10))
+        .unwrap();
     let listener = setup.net.listen().unwrap();
     let mut held = Vec::new();
     for _ in 0..1000 {
@@ -249,6 +257,9 @@ fn connections_in_an_unwatched_namespace_cause_no_marks() {
         return;
     };
     let mut daemon = start_ebpf(&setup, &[]);
+    setup
+        .wait_ready(&mut daemon, Duration::from_secs(10))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let before = scrape(&setup, &mut daemon);
     // A flow entirely inside the client namespace, on its veth address (not loopback).
