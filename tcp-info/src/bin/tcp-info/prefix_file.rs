@@ -20,9 +20,12 @@ const MODE: u32 = 0o644;
 
 /// Writes the prefix to `path` unless it already holds exactly that prefix, atomically (a
 /// temporary file in the same directory, synced, then renamed over it), creating the
-/// directory if needed. Returns the prefix.
+/// directory if needed. Returns the prefix. A hostname that cannot be part of a prefix
+/// (D19) is an error and writes nothing.
 pub fn write(path: &Path) -> Result<String> {
-    let Some(prefix) = host_prefix_for_file() else {
+    // A hostname the daemon would refuse in the file (a `/`, a control character: Linux lets
+    // root set any bytes) fails here, naming the character, instead of at the daemon's start.
+    let Some(prefix) = host_prefix_for_file()? else {
         bail!(
             "cannot build the prefix: no hostname in /proc/sys/kernel/hostname or no btime in /proc/stat"
         );

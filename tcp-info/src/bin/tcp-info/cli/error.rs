@@ -62,6 +62,16 @@ pub enum CliError {
         #[source]
         source: PrefixError,
     },
+    /// No prefix file was given, and the unsafe default built from `$POD_NAME` or the hostname
+    /// cannot be a prefix.
+    #[error(
+        "no -uuid-prefix-file, and the default cannot be used: {source}; give -uuid-prefix-file"
+    )]
+    DefaultPrefix {
+        /// What is wrong with the default, naming where its name came from.
+        #[source]
+        source: PrefixError,
+    },
 }
 
 impl CliError {
@@ -74,7 +84,10 @@ impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Help { .. } | Self::Version => 0,
-            Self::Usage { .. } | Self::InvalidValue { .. } | Self::PrefixFile { .. } => 2,
+            Self::Usage { .. }
+            | Self::InvalidValue { .. }
+            | Self::PrefixFile { .. }
+            | Self::DefaultPrefix { .. } => 2,
         }
     }
 }

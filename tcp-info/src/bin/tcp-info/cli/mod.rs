@@ -437,7 +437,8 @@ impl<E: Fn(&str) -> Option<OsString>> Inputs<'_, E> {
         } else {
             let pod = (self.env)(POD_NAME_VAR);
             let prefix =
-                Prefix::host_default(pod.as_deref().map(OsStr::to_string_lossy).as_deref());
+                Prefix::host_default(pod.as_deref().map(OsStr::to_string_lossy).as_deref())
+                    .map_err(|source| CliError::DefaultPrefix { source })?;
             self.warn(format!(
                 "no -{UUID_PREFIX_FILE}: using the unsafe default UUID prefix \"{}\", which \
                  other programs on this host will not reproduce",
@@ -454,9 +455,18 @@ impl<E: Fn(&str) -> Option<OsString>> Inputs<'_, E> {
                  (\"{list}\"); m-lab/pusher will flag every archive name"
             ));
         }
-        if prefix.as_str().contains('/') {
+        // `/` and control characters never get here (`Prefix` refuses them, D19); these are
+        // pusher's name lints that concern whole names rather than characters.
+        if prefix.as_str().starts_with('.') {
             self.warn(format!(
-                "UUID prefix \"{shown}\" contains '/', so archive names become nested paths"
+                "UUID prefix \"{shown}\" starts with '.': archives are hidden files, which \
+                 m-lab/pusher flags"
+            ));
+        }
+        if prefix.as_str().contains("..") {
+            self.warn(format!(
+                "UUID prefix \"{shown}\" contains \"..\", which m-lab/pusher flags in every \
+                 archive name"
             ));
         }
         if prefix.as_str().is_empty() {

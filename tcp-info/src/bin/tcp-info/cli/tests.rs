@@ -59,7 +59,7 @@ fn defaults_reproduce_upstream() {
         listen_address: ":9990".parse().unwrap(),
         anonymize_ip: Method::None,
         uuid_prefix_file: None,
-        uuid_prefix: Prefix::unsafe_default(Some(POD), Some(boot)),
+        uuid_prefix: Prefix::unsafe_default(Some(POD), Some(boot)).unwrap(),
         debug: false,
         mode: Mode::Auto,
         poll_interval: Duration::from_millis(10),
@@ -438,7 +438,7 @@ fn production_invocation() {
 
 #[test]
 fn prefix_file_bytes_are_kept_verbatim() {
-    let f = prefix_file(b"ndt-jdczh_1553815964\n");
+    let f = prefix_file(" ndt-jdczh.é:1553815964".as_bytes());
     for (args, vars) in [
         (
             vec![format!("-uuid-prefix-file={}", f.path().display())],
@@ -452,36 +452,114 @@ fn prefix_file_bytes_are_kept_verbatim() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let parsed = run(&args, &vars).unwrap();
-        assert_eq!(parsed.config.uuid_prefix.as_str(), "ndt-jdczh_1553815964\n");
+        assert_eq!(
+            parsed.config.uuid_prefix.as_str(),
+            " ndt-jdczh.é:1553815964"
+        );
         assert_eq!(
             parsed.config.uuid_prefix.uuid(0x3E8),
-            "ndt-jdczh_1553815964\n_00000000000003E8"
+            " ndt-jdczh.é:1553815964_00000000000003E8"
         );
-        // The newline is kept but reported: pusher lints it.
+        // Kept, but reported: pusher lints the space and the non-ASCII letter.
         let lint = parsed
             .messages
             .iter()
             .find(|m| m.text.contains("outside [a-zA-Z0-9/:._-]"));
         assert!(
-            lint.is_some_and(|m| m.level == Level::Warn && m.text.contains("\\n")),
+            lint.is_some_and(|m| m.level == Level::Warn && m.text.contains("(\" é\")")),
             "{:?}",
             parsed.messages
         );
     }
 }
 
+/// D19: a prefix file that could put archives outside the output tree, or control characters
+/// in their names, is fatal (exit 2), naming the flag, the file, the character and its offset.
+#[test]
+fn hostile_prefix_files_are_fatal_and_named() {
+    let cases: &[(&[u8], &str)] = &[
+        (b"../../../etc/x", "contains '/' at byte offset 2"),
+        (b"a/b", "contains '/' at byte offset 1"),
+        (b"ho\0st", "U+0000 (NUL) at byte offset 2"),
+        (b"host\t1", "U+0009 (\\t) at byte offset 4"),
+        (b"host\x7f", "U+007F (DEL) at byte offset 4"),
+        (b"ndt-jdczh_1553815964\n", "U+000A (\\n) at byte offset 20"),
+        (
+            b"host\xff_1",
+            "not valid UTF-8 (first invalid byte at offset 4)",
+        ),
+    ];
+    for &(bytes, want) in cases {
+        let f = prefix_file(bytes);
+        let path = f.path().display().to_string();
+        for (args, vars, origin) in [
+            (
+                vec![format!("-uuid-prefix-file={path}")],
+                vec![],
+                "flag -uuid-prefix-file",
+            ),
+            (
+                vec![],
+                vec![("UUID_PREFIX_FILE", path.clone())],
+                "environment variable UUID_PREFIX_FILE",
+            ),
+        ] {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let err = run(&args, &vars).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{err}");
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("{origin}: the UUID prefix in {path} "))
+                    && text.contains(want),
+                "{text}"
+            );
+        }
+    }
+    // The trailing newline's message says how to write the file.
+    let f = prefix_file(b"ndt-jdczh_1553815964\n");
+    let err = run(&[&format!("-uuid-prefix-file={}", f.path().display())], &[]).unwrap_err();
+    assert!(err.to_string().contains("printf %s"), "{err}");
+}
+
+#[test]
+fn hostile_pod_name_for_the_default_prefix_is_fatal_and_named() {
+    let err = run(&[], &[("POD_NAME", "../../etc/x")]).unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    let text = err.to_string();
+    assert!(
+        text.starts_with("no -uuid-prefix-file, and the default cannot be used:")
+            && text.contains("built from $POD_NAME, contains '/' at byte offset 2")
+            && text.ends_with("give -uuid-prefix-file"),
+        "{text}"
+    );
+    // With a prefix file, POD_NAME is not used at all.
+    let f = prefix_file(b"host_1");
+    let parsed = run(
+        &[&format!("-uuid-prefix-file={}", f.path().display())],
+        &[("POD_NAME", "../../etc/x")],
+    )
+    .unwrap();
+    assert_eq!(parsed.config.uuid_prefix.as_str(), "host_1");
+}
+
 #[test]
 fn prefix_lints() {
-    let f = prefix_file(b"a/b");
-    let parsed = run(&[&format!("-uuid-prefix-file={}", f.path().display())], &[]).unwrap();
-    assert!(
-        parsed
-            .messages
-            .iter()
-            .any(|m| m.text.contains("nested paths")),
-        "{:?}",
-        parsed.messages
-    );
+    for (bytes, lint) in [
+        (b"..host_1".as_slice(), "starts with '.'"),
+        (b"a..b", "contains \"..\""),
+    ] {
+        let f = prefix_file(bytes);
+        let parsed = run(&[&format!("-uuid-prefix-file={}", f.path().display())], &[]).unwrap();
+        assert!(
+            parsed
+                .messages
+                .iter()
+                .any(|m| m.level == Level::Warn && m.text.contains(lint)),
+            "{lint}: {:?}",
+            parsed.messages
+        );
+    }
     let f = prefix_file(b"");
     let parsed = run(&[&format!("-uuid-prefix-file={}", f.path().display())], &[]).unwrap();
     assert_eq!(parsed.config.uuid_prefix.uuid(1), "_0000000000000001");
