@@ -125,6 +125,9 @@ fn first_culprit(bytes: &[u8], complete: bool) -> Option<InvalidPrefix> {
 }
 
 /// Why a prefix file (or the host's name, for a prefix built from it) could not be used.
+///
+/// The messages of `Invalid` and `InvalidName` include their reason, which is therefore not
+/// also their `source()`: a chain printed whole (`{:#}` of anyhow) would say it twice.
 #[derive(Debug, Error)]
 pub enum PrefixError {
     /// The file could not be read.
@@ -142,7 +145,6 @@ pub enum PrefixError {
         /// The file given.
         path: PathBuf,
         /// What is wrong with its contents.
-        #[source]
         reason: InvalidPrefix,
     },
     /// A prefix built from the host's name (`$POD_NAME` or the hostname) cannot be used.
@@ -153,7 +155,6 @@ pub enum PrefixError {
         /// The prefix that was built (the name's offsets are the same).
         prefix: String,
         /// What is wrong with it.
-        #[source]
         reason: InvalidPrefix,
     },
 }
