@@ -25,10 +25,18 @@
 //!   55 bytes with the table's spare capacity (measured by a test, see [`Saver::heap_bytes`]);
 //!   its next record opens the next segment lazily, Metadata line first.
 //! - **Descriptors are budgeted**: `max_open_files` caps open archive descriptors. Only when
-//!   opening one more would exceed it (or `open(2)` fails with `EMFILE`/`ENFILE`) are the least
-//!   recently written segments closed, a small batch at a time ([`EVICTION_BATCH_DIVISOR`]);
-//!   their connections continue in a new segment if they write again. Under a descriptor limit
-//!   above the number of concurrently written connections this never happens.
+//!   opening one more would exceed it are the least recently written segments closed, a small
+//!   batch at a time ([`EVICTION_BATCH_DIVISOR`]); their connections continue in a new segment
+//!   if they write again. If `open(2)` fails with `EMFILE`/`ENFILE` anyway (the descriptor
+//!   limit is lower than the budget assumed, or the rest of the process holds more), the cap
+//!   drops to the segments open at that moment minus a headroom left to the rest of the process
+//!   (a sixteenth of them, at least [`MIN_DESCRIPTOR_HEADROOM`]: its sockets, metrics scrapes,
+//!   event clients), enough segments are evicted to get under it, and the open is tried once
+//!   more. The full cap comes back when `RLIMIT_NOFILE` changes, or [`DESCRIPTOR_RETRY`] later
+//!   (checked by [`tick`](Saver::tick)). Without the lowered cap the saver would take every
+//!   descriptor freed by an eviction again within a poll interval, and keep the whole process
+//!   at its limit. Under a descriptor limit above the number of concurrently written
+//!   connections none of this happens.
 //!
 //! # Files
 //!
@@ -40,6 +48,25 @@
 //! start-up the existing tree is scanned so that a restarted daemon continues each connection's
 //! sequence (and `StartTime`) from the archives still present. No temporary file is ever created
 //! in the tree (SPEC §11.2).
+//!
+//! # Write errors (SPEC §12 D17)
+//!
+//! A failed append (a full disk, an I/O error) or compression ends its segment: the buffered
+//! lines are dropped, the file is cut back to its last complete frame (removed if it has none,
+//! and its sequence number is used again) and closed, and the connection's next record opens
+//! its next segment. A file that cannot be created (a read-only or unwritable directory, no
+//! descriptor left) refuses the record, and the next record tries again. Nothing is retried or
+//! held back, so memory stays bounded whatever the disk does, and writing resumes by itself
+//! with the first record after the fault clears.
+//!
+//! **What is lost, and the bound.** Exactly the snapshots whose frame or file failed: for each
+//! connection, the records buffered when one of its writes failed — those of at most one
+//! `flush_interval` (plus the caller's tick period) or `max_pending` bytes — and every record
+//! it gets while its writes keep failing; nothing buffered before that, nothing after a write
+//! succeeds again. Each lost snapshot is counted once in [`SaverStats::snapshots_lost`] (and
+//! each failure in its error class), so once the segments ended the snapshot lines in the
+//! archives are exactly the snapshots given to [`Saver::write`] minus `snapshots_lost`. The
+//! Metadata line of a failed segment is not a loss: every segment gets its own.
 //!
 //! # Crashes
 //!
@@ -86,7 +113,7 @@ use segment::Segment;
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Lines must stay below the ETL scanner's 64 KiB limit (SPEC §5.4, §11.1).
 const MAX_LINE_LEN: usize = 64 * 1024;
@@ -95,6 +122,15 @@ const MAX_LINE_LEN: usize = 64 * 1024;
 /// enough that only the least recently written close, enough that finding them (a linear
 /// selection over the open segments) is paid once per many opens.
 pub const EVICTION_BATCH_DIVISOR: usize = 64;
+
+/// Descriptors left to the rest of the process, at least, when `open(2)` of an archive failed
+/// with `EMFILE`/`ENFILE` and the saver lowers its cap (see the module documentation).
+pub const MIN_DESCRIPTOR_HEADROOM: usize = 32;
+
+/// How long a cap lowered after `EMFILE`/`ENFILE` holds if `RLIMIT_NOFILE` does not change:
+/// descriptors the rest of the process held then (event clients, scrapes) may have been
+/// released since.
+pub const DESCRIPTOR_RETRY: Duration = Duration::from_secs(60);
 
 /// What the saver keeps for a tracked connection (with or without an open segment).
 #[derive(Debug, Clone, Copy)]
@@ -139,9 +175,22 @@ pub struct Report {
     pub errors: Vec<SaveError>,
 }
 
+/// The open-file cap after `open(2)` ran out of descriptors.
+#[derive(Debug, Clone, Copy)]
+struct LoweredCap {
+    /// When it was lowered.
+    at: Instant,
+    /// The soft `RLIMIT_NOFILE` then: the full cap comes back as soon as it changes.
+    rlimit: Option<u64>,
+}
+
 /// Writes connection archives; see the [module documentation](self).
 pub struct Saver {
     config: SaverConfig,
+    /// Archive files open at most: `config.max_open_files`, or less after `EMFILE`.
+    open_cap: usize,
+    /// Set while `open_cap` is lowered.
+    lowered: Option<LoweredCap>,
     compressor: FrameCompressor,
     /// Every tracked connection.
     conns: HashMap<u64, Conn>,
@@ -198,6 +247,8 @@ impl Saver {
             );
         }
         Ok(Self {
+            open_cap: config.max_open_files,
+            lowered: None,
             config,
             compressor,
             conns: HashMap::new(),
@@ -237,6 +288,7 @@ impl Saver {
         now: Instant,
     ) -> Result<WriteOutcome, SaveError> {
         if let Err(e) = self.encode(cookie, record) {
+            self.stats.snapshots_lost += 1;
             return Err(self.counted(e));
         }
         let mut outcome = WriteOutcome::default();
@@ -266,7 +318,9 @@ impl Saver {
                 {
                     outcome.errors.push(e);
                 }
-                let seg = self.open(cookie, conn, now, &mut outcome.errors)?;
+                let seg = self
+                    .open(cookie, conn, now, &mut outcome.errors)
+                    .inspect_err(|_| self.stats.snapshots_lost += 1)?;
                 outcome.opened = Some(seg.sequence());
                 seg
             }
@@ -303,8 +357,10 @@ impl Saver {
 
     /// Periodic work: ends segments that reached their rotation age and flushes buffers whose
     /// oldest line is `flush_interval` old. Its cost follows the segments that are due, not the
-    /// number open.
+    /// number open. Also restores the open-file cap lowered after `EMFILE` once
+    /// `RLIMIT_NOFILE` changed or [`DESCRIPTOR_RETRY`] passed.
     pub fn tick(&mut self, now: Instant) -> Report {
+        self.restore_cap(now);
         let mut report = Report::default();
         let mut failed = Vec::new();
         let interval = self.config.flush_interval;
@@ -460,12 +516,13 @@ impl Saver {
             Timestamp::now().utc_date()
         };
         let dir = paths::date_dir(&self.config.root, date);
-        if self.segments.len() >= self.config.max_open_files {
-            self.evict(errors);
+        if self.segments.len() >= self.open_cap {
+            self.make_room(errors);
         }
         let created = match paths::create_exclusive(&dir, &uuid, conn.next_sequence) {
             Err(e) if out_of_descriptors(&e.source) && !self.segments.is_empty() => {
-                self.evict(errors);
+                self.lower_cap(now, &e.source);
+                self.make_room(errors);
                 paths::create_exclusive(&dir, &uuid, conn.next_sequence)
             }
             other => other,
@@ -492,7 +549,7 @@ impl Saver {
         let mut segment = Segment::new(created, now);
         self.rotation_queue.push_back((now, cookie, sequence));
         self.flush_queue.push_back((now, cookie));
-        segment.push_line(&self.meta, now);
+        segment.push_metadata(&self.meta, now);
         self.stats.lines_written += 1;
         self.stats.pending_bytes += self.meta.len() as u64;
         Ok(segment)
@@ -521,10 +578,11 @@ impl Saver {
             .stats
             .pending_bytes
             .saturating_sub(segment.pending_len() as u64);
-        let (lines, removed) = segment.abort();
-        self.stats.lines_discarded += lines;
+        let aborted = segment.abort();
+        self.stats.lines_discarded += aborted.lines;
+        self.stats.snapshots_lost += aborted.snapshots;
         self.stats.files_closed += 1;
-        if removed
+        if aborted.removed
             && let Some(conn) = self.conns.get_mut(&cookie)
             && conn.next_sequence == sequence.saturating_add(1)
         {
@@ -544,12 +602,18 @@ impl Saver {
         }
     }
 
-    /// Closes the least recently written segments, a batch of
-    /// `max_open_files / EVICTION_BATCH_DIVISOR`.
-    fn evict(&mut self, errors: &mut Vec<SaveError>) {
-        let batch = (self.config.max_open_files / EVICTION_BATCH_DIVISOR)
-            .max(1)
-            .min(self.segments.len());
+    /// Closes the least recently written segments down to a batch below the cap
+    /// (`open_cap / EVICTION_BATCH_DIVISOR`, at least one), so that the next opens need no
+    /// eviction: a batch when the cap was just reached, more when it was lowered.
+    fn make_room(&mut self, errors: &mut Vec<SaveError>) {
+        let batch = (self.open_cap / EVICTION_BATCH_DIVISOR).max(1);
+        let count = (self.segments.len() + batch).saturating_sub(self.open_cap);
+        self.evict(count, errors);
+    }
+
+    /// Closes the `count` least recently written segments (all of them if fewer are open).
+    fn evict(&mut self, count: usize, errors: &mut Vec<SaveError>) {
+        let batch = count.min(self.segments.len());
         if batch == 0 {
             return;
         }
@@ -565,6 +629,45 @@ impl Saver {
             {
                 errors.push(e);
             }
+        }
+    }
+
+    /// `open(2)` failed with `EMFILE`/`ENFILE` while `segments.len()` files were open: from now
+    /// on keep fewer open, leaving a headroom to the rest of the process (module documentation).
+    fn lower_cap(&mut self, now: Instant, error: &std::io::Error) {
+        let open = self.segments.len();
+        let headroom = (open / 16).max(MIN_DESCRIPTOR_HEADROOM);
+        self.open_cap = open.saturating_sub(headroom).max(1);
+        self.lowered = Some(LoweredCap {
+            at: now,
+            rlimit: soft_nofile(),
+        });
+        tracing::warn!(
+            open,
+            cap = self.open_cap,
+            %error,
+            "out of descriptors for archive files: keeping fewer open until RLIMIT_NOFILE \
+             changes or for {}s",
+            DESCRIPTOR_RETRY.as_secs()
+        );
+    }
+
+    /// Brings the full open-file cap back once `RLIMIT_NOFILE` changed or
+    /// [`DESCRIPTOR_RETRY`] passed since it was lowered (if descriptors are still short, the
+    /// next `EMFILE` lowers it again).
+    fn restore_cap(&mut self, now: Instant) {
+        let Some(lowered) = self.lowered else {
+            return;
+        };
+        if now.saturating_duration_since(lowered.at) >= DESCRIPTOR_RETRY
+            || soft_nofile() != lowered.rlimit
+        {
+            self.open_cap = self.config.max_open_files;
+            self.lowered = None;
+            tracing::info!(
+                cap = self.open_cap,
+                "archive files: back to the full descriptor budget"
+            );
         }
     }
 
@@ -622,6 +725,13 @@ fn flush(
 
 fn out_of_descriptors(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// The soft `RLIMIT_NOFILE`, `None` if it cannot be read.
+fn soft_nofile() -> Option<u64> {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .ok()
+        .map(|(soft, _)| soft)
 }
 
 /// Approximate heap bytes of a hash table: buckets (capacity / 0.875) × (entry + control byte).

@@ -26,6 +26,17 @@ pub struct Flushed {
     pub compressed: usize,
 }
 
+/// What [`Segment::abort`] dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Aborted {
+    /// Buffered lines dropped (the Metadata line included, if it was never written).
+    pub lines: u64,
+    /// Of those, snapshot lines.
+    pub snapshots: u64,
+    /// Whether the file was removed (it held no complete frame).
+    pub removed: bool,
+}
+
 /// An open archive file.
 #[derive(Debug)]
 pub struct Segment {
@@ -40,6 +51,8 @@ pub struct Segment {
     pending_since: Option<Instant>,
     pending: Vec<u8>,
     pending_lines: u64,
+    /// Buffered snapshot lines (`pending_lines` minus the Metadata line while it is buffered).
+    pending_snapshots: u64,
     /// Bytes of complete frames on disk.
     committed: u64,
 }
@@ -56,6 +69,7 @@ impl Segment {
             pending_since: None,
             pending: Vec::new(),
             pending_lines: 0,
+            pending_snapshots: 0,
             committed: 0,
         }
     }
@@ -96,8 +110,18 @@ impl Segment {
         self.pending.capacity() + self.path.capacity()
     }
 
-    /// Buffers one complete line (with its `\n`).
+    /// Buffers one complete snapshot line (with its `\n`).
     pub fn push_line(&mut self, line: &[u8], now: Instant) {
+        self.push(line, now);
+        self.pending_snapshots += 1;
+    }
+
+    /// Buffers the file's Metadata line (with its `\n`).
+    pub fn push_metadata(&mut self, line: &[u8], now: Instant) {
+        self.push(line, now);
+    }
+
+    fn push(&mut self, line: &[u8], now: Instant) {
         self.pending.extend_from_slice(line);
         self.pending_lines += 1;
         self.pending_since.get_or_insert(now);
@@ -136,6 +160,7 @@ impl Segment {
         self.pending.clear();
         self.pending.shrink_to(KEPT_CAPACITY);
         self.pending_lines = 0;
+        self.pending_snapshots = 0;
         self.pending_since = None;
         Ok(Some(flushed))
     }
@@ -157,16 +182,19 @@ impl Segment {
     /// Gives up on a segment after a failed flush: drops its buffered lines, cuts off whatever
     /// part of the failed frame reached the file (so the file ends with its last complete frame),
     /// removes the file if no complete frame was ever written (a file never exists without a
-    /// snapshot), and closes it. Returns the buffered lines dropped and whether the file was
-    /// removed.
-    pub fn abort(self) -> (u64, bool) {
+    /// snapshot), and closes it. Returns what was dropped.
+    pub fn abort(self) -> Aborted {
         if let Err(e) = self.file.set_len(self.committed) {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot cut off a partial zstd frame");
         }
         let removed = self.committed == 0 && std::fs::remove_file(&self.path).is_ok();
         // The data is already lost; a close error adds nothing actionable.
         drop(self.file);
-        (self.pending_lines, removed)
+        Aborted {
+            lines: self.pending_lines,
+            snapshots: self.pending_snapshots,
+            removed,
+        }
     }
 }
 
@@ -223,7 +251,14 @@ mod tests {
         (&seg.file).write_all(&[0x28, 0xB5, 0x2F]).unwrap();
         seg.push_line(b"{\"a\":2}\n", t0);
         let path = seg.path().to_owned();
-        assert_eq!(seg.abort(), (1, false));
+        assert_eq!(
+            seg.abort(),
+            Aborted {
+                lines: 1,
+                snapshots: 1,
+                removed: false
+            }
+        );
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len(), good);
         assert_eq!(
@@ -236,9 +271,17 @@ mod tests {
     fn abort_removes_a_file_without_any_frame() {
         let tree = TempTree::new("segment-abort-empty");
         let mut seg = segment(&tree, Instant::now());
+        seg.push_metadata(b"{\"m\":0}\n", Instant::now());
         seg.push_line(b"{\"a\":1}\n", Instant::now());
         let path = seg.path().to_owned();
-        assert_eq!(seg.abort(), (1, true));
+        assert_eq!(
+            seg.abort(),
+            Aborted {
+                lines: 2,
+                snapshots: 1,
+                removed: true
+            }
+        );
         assert!(!path.exists());
     }
 }

@@ -19,8 +19,15 @@ pub struct SaverStats {
     pub lines_written: u64,
     /// Snapshot lines accepted (`tcpinfo_snapshot_total`).
     pub snapshots_written: u64,
-    /// Accepted lines that never reached the disk because a write failed.
+    /// Accepted lines that never reached the disk because a write failed (Metadata lines
+    /// included).
     pub lines_discarded: u64,
+    /// Snapshot records given to the saver that are in no archive: refused because they could
+    /// not be encoded or their file could not be created (one per `open` or `encode` error),
+    /// or accepted and then dropped with their buffer when its frame could not be written.
+    /// Every snapshot record given to [`Saver::write`](super::Saver::write) is either in an
+    /// archive once its segment ends, or counted here exactly once.
+    pub snapshots_lost: u64,
     /// JSONL bytes compressed into frames that reached the disk.
     pub bytes_uncompressed: u64,
     /// zstd bytes written to archive files.

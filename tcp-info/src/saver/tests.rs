@@ -580,6 +580,7 @@ fn unwritable_records_are_refused_and_counted() {
     }
     let stats = saver.stats();
     assert_eq!(stats.encode_errors, 4);
+    assert_eq!(stats.snapshots_lost, 4);
     assert_eq!((stats.files_opened, saver.tracked()), (0, 0));
     assert!(tree.files().is_empty());
 }
@@ -607,9 +608,10 @@ fn failed_open_is_counted_and_frees_file_state() {
             stats.open_errors,
             stats.files_opened,
             stats.open_segments,
-            stats.pending_bytes
+            stats.pending_bytes,
+            stats.snapshots_lost
         ),
-        (1, 0, 0, 0)
+        (1, 0, 0, 0, 1)
     );
     fs::remove_file(&blocker).unwrap();
     let out = expect_write(&mut saver, 0xEB, &snapshot(0xEB, T_2019 + 1, 2), now);
@@ -659,6 +661,56 @@ fn opening_beyond_the_cap_evicts_the_least_recently_written() {
         t0 + Duration::from_millis(120),
     );
     assert_eq!(out.opened, Some(1));
+}
+
+/// After `EMFILE` the cap drops below the files open then (a headroom for the rest of the
+/// process), the least recently written segments close down to a batch below it, and the full
+/// cap comes back once `RLIMIT_NOFILE` changes or `DESCRIPTOR_RETRY` passed.
+#[test]
+fn running_out_of_descriptors_lowers_the_cap_until_the_limit_changes() {
+    const OPEN: u64 = 100;
+    let tree = TempTree::new("emfile");
+    let mut saver = Saver::new(config(&tree)).unwrap();
+    let full = saver.open_cap;
+    let t0 = Instant::now();
+    for cookie in 1..=OPEN {
+        let now = t0 + Duration::from_millis(cookie);
+        let _ = expect_write(&mut saver, cookie, &snapshot(cookie, T_2019, 1), now);
+    }
+    let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
+    saver.lower_cap(t0, &emfile);
+    let cap = OPEN as usize - MIN_DESCRIPTOR_HEADROOM;
+    assert_eq!(saver.open_cap, cap);
+    // The next open closes the oldest down to a batch (one, at this cap) below the cap.
+    let now = t0 + Duration::from_secs(1);
+    let _ = expect_write(&mut saver, 1000, &snapshot(1000, T_2019, 1), now);
+    let stats = saver.stats();
+    assert_eq!(stats.evictions, OPEN - cap as u64 + 1);
+    assert_eq!(stats.open_segments, cap as u64);
+    for cookie in 1..=OPEN - cap as u64 + 1 {
+        assert!(saver.segment_path(cookie).is_none(), "{cookie}");
+    }
+    // Nothing is lost: the evicted files hold their snapshot.
+    assert_eq!(stats.snapshots_lost, 0);
+    let _ = saver.tick(now);
+    assert_eq!(saver.open_cap, cap, "restored too early");
+    let _ = saver.tick(t0 + DESCRIPTOR_RETRY);
+    assert_eq!(saver.open_cap, full);
+    // A changed RLIMIT_NOFILE restores it at once.
+    saver.lower_cap(now, &emfile);
+    assert!(saver.open_cap < full);
+    saver.lowered = Some(LoweredCap {
+        at: now,
+        rlimit: soft_nofile().map(|n| n + 1),
+    });
+    let _ = saver.tick(now);
+    assert_eq!(saver.open_cap, full);
+    // With fewer files open than the headroom, one may stay open.
+    for cookie in 2..=OPEN {
+        assert!(saver.close(cookie).unwrap());
+    }
+    saver.lower_cap(now, &emfile);
+    assert_eq!(saver.open_cap, 1);
 }
 
 /// Memory and descriptors stay bounded: 10 000 connections written once hold at most
@@ -771,13 +823,15 @@ fn failed_writes_leave_complete_files() {
         report.errors
     );
     let stats = saver.stats();
+    // Lost: cookie 1's second snapshot, cookie 2's Metadata line and snapshot.
     assert_eq!(
         (
             stats.flush_errors,
             stats.lines_discarded,
+            stats.snapshots_lost,
             stats.open_segments
         ),
-        (2, 3, 0)
+        (2, 3, 2, 0)
     );
     assert_eq!(stats.pending_bytes, 0);
     assert_eq!(fs::read(&path).unwrap(), good);
