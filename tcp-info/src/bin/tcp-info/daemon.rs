@@ -94,12 +94,7 @@ impl Stop {
 pub fn run(config: &Config) -> Result<()> {
     // Archives 0644, directories 0755 (SPEC D18), whatever umask the daemon was started with.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
-    if let Some(output) = &config.output {
-        std::fs::create_dir_all(output)
-            .with_context(|| format!("creating the output directory {}", output.display()))?;
-        std::env::set_current_dir(output)
-            .with_context(|| format!("changing into the output directory {}", output.display()))?;
-    }
+    enter_output(config.output.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(EDGE_THREADS)
         .max_blocking_threads(EDGE_THREADS)
@@ -196,7 +191,7 @@ pub fn run(config: &Config) -> Result<()> {
             attribution: config.netns_attribution,
         },
         LiveSink::new(
-            SaverSink::new(saver, Arc::clone(&metrics)),
+            SaverSink::new(saver, Arc::clone(&metrics))?,
             live,
             config.uuid_prefix.clone(),
         ),
@@ -306,6 +301,93 @@ pub fn run(config: &Config) -> Result<()> {
     runtime.shutdown_timeout(RUNTIME_EXIT_GRACE);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Creates `-output` if it is missing and changes into it (without `-output` the archives go
+/// to the working directory), then checks that archives can be created there. A failure is a
+/// start-up error naming the directory (exit 1), rather than a daemon that runs and loses
+/// every record.
+fn enter_output(output: Option<&Path>) -> Result<()> {
+    if let Some(output) = output {
+        if output.exists() && !output.is_dir() {
+            anyhow::bail!(
+                "the output directory {} exists and is not a directory",
+                output.display()
+            );
+        }
+        std::fs::create_dir_all(output)
+            .with_context(|| format!("cannot create the output directory {}", output.display()))?;
+        std::env::set_current_dir(output).with_context(|| {
+            format!(
+                "cannot change into the output directory {}",
+                output.display()
+            )
+        })?;
+    }
+    let shown = match output {
+        Some(output) => output.to_owned(),
+        None => std::env::current_dir().unwrap_or_else(|_| ".".into()),
+    };
+    // Archives are created by the pipeline thread, which holds no capability: as root without
+    // CAP_DAC_OVERRIDE the directory's mode applies to it. The check runs the same way.
+    let probe = thread::Builder::new()
+        .name("output-check".into())
+        .spawn(|| {
+            crate::privileges::drop_all_on_this_thread();
+            probe_create(Path::new("."))
+        })
+        .context("starting the output directory check")?;
+    let result = probe
+        .join()
+        .map_err(|_| anyhow::anyhow!("the output directory check panicked"))?;
+    match result {
+        Ok(()) => Ok(()),
+        // A full disk is not a configuration error: writing resumes when space returns.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) => {
+            tracing::warn!(
+                output = %shown.display(),
+                error = %e,
+                "the output directory is full; archives are written once space returns"
+            );
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "the output directory {} is not writable: archives cannot be created in it",
+                shown.display()
+            )
+        }),
+    }
+}
+
+/// Creates and removes a file in `dir`: an unnamed one (`O_TMPFILE`) where the file system has
+/// them, so that nothing ever appears in the tree (SPEC §11.2), else a hidden named one that
+/// no reader of archives would pick up. Writes nothing: only creation is checked.
+fn probe_create(dir: &Path) -> std::io::Result<()> {
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let unnamed = OpenOptions::new()
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir);
+    match unnamed {
+        Ok(_) => return Ok(()),
+        // File systems without O_TMPFILE say so in one of these ways.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+            ) => {}
+        Err(e) => return Err(e),
+    }
+    let name = dir.join(format!(".tcp-info-write-check.{}", std::process::id()));
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&name)?;
+    std::fs::remove_file(&name)
 }
 
 /// Starts the query API if `-api.listen-address` asks for it: the table the pipeline keeps up
@@ -640,20 +722,40 @@ fn run_pipeline(
     pipeline.into_sinks().1
 }
 
-/// The saver as the pipeline's archive sink, exporting its counters as metrics.
+/// How often saver errors are logged at most: a full disk fails every connection's writes,
+/// and a line per failure would flood the log (every failure is counted in the metrics).
+const SAVER_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The saver as the pipeline's archive sink, exporting its counters as metrics and logging its
+/// errors (at most one line per [`SAVER_LOG_EVERY`]).
 struct SaverSink {
     saver: Saver,
     metrics: Arc<Metrics>,
+    /// `tcpinfo_saver_snapshots_lost_total`, registered here: `SaverStats::snapshots_lost`.
+    lost: prometheus::IntCounter,
     exported: SaverStats,
+    log: ErrorLog,
 }
 
 impl SaverSink {
-    fn new(saver: Saver, metrics: Arc<Metrics>) -> Self {
-        Self {
+    fn new(saver: Saver, metrics: Arc<Metrics>) -> Result<Self> {
+        let lost = prometheus::IntCounter::new(
+            "tcpinfo_saver_snapshots_lost_total",
+            "Number of snapshot records in no archive file: refused because their file could \
+             not be created, or dropped with their buffer when it could not be written.",
+        )
+        .context("creating tcpinfo_saver_snapshots_lost_total")?;
+        metrics
+            .registry()
+            .register(Box::new(lost.clone()))
+            .context("registering tcpinfo_saver_snapshots_lost_total")?;
+        Ok(Self {
             saver,
             metrics,
+            lost,
             exported: SaverStats::default(),
-        }
+            log: ErrorLog::default(),
+        })
     }
 
     /// Adds what the saver counted since the last export to the Prometheus counters.
@@ -676,8 +778,50 @@ impl SaverSink {
                 .get(class)
                 .inc_by(now.errors(class) - was.errors(class));
         }
+        self.lost.inc_by(now.snapshots_lost - was.snapshots_lost);
         m.open_files.set(now.open_segments as i64);
         self.exported = now;
+    }
+}
+
+/// Rate-limited logging of saver errors: the first at once, then at most one line per
+/// [`SAVER_LOG_EVERY`], saying how many were not logged since the previous line.
+#[derive(Debug, Default)]
+struct ErrorLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl ErrorLog {
+    fn error(&mut self, what: &str, error: &tcp_info::saver::SaveError) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|at| now.duration_since(at) < SAVER_LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return;
+        }
+        tracing::warn!(
+            %error,
+            not_logged_since_previous = self.unlogged,
+            "{what} (archive errors are logged at most every {}s; \
+             tcpinfo_saver_errors_total counts them all)",
+            SAVER_LOG_EVERY.as_secs()
+        );
+        self.last = Some(now);
+        self.unlogged = 0;
+    }
+
+    /// Logs how many errors went unlogged since the last line, if any.
+    fn finish(&mut self) {
+        if self.unlogged > 0 {
+            tracing::warn!(
+                not_logged = self.unlogged,
+                "archive errors not logged since the previous one"
+            );
+            self.unlogged = 0;
+        }
     }
 }
 
@@ -689,29 +833,37 @@ impl ArchiveSink for SaverSink {
         netns: Option<&Arc<NetnsTag>>,
         now: Instant,
     ) -> Result<(), String> {
-        self.saver
-            .write_tagged(cookie, record, netns, now)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        // Errors are counted by the saver and logged here, rate-limited: nothing is left for
+        // the pipeline to log once per record.
+        match self.saver.write_tagged(cookie, record, netns, now) {
+            Ok(outcome) => {
+                for e in &outcome.errors {
+                    self.log.error("closing another archive failed", e);
+                }
+            }
+            Err(e) => self.log.error("archiving a record failed", &e),
+        }
+        Ok(())
     }
 
     fn close(&mut self, cookie: u64, _now: Instant) {
         if let Err(e) = self.saver.close(cookie) {
-            tracing::warn!(cookie, error = %e, "closing an archive failed");
+            self.log.error("closing an archive failed", &e);
         }
     }
 
     fn tick(&mut self, now: Instant) {
         for e in self.saver.tick(now).errors {
-            tracing::warn!(error = %e, "saver housekeeping failed");
+            self.log.error("saver housekeeping failed", &e);
         }
         self.export();
     }
 
     fn shutdown(&mut self) {
         for e in self.saver.shutdown().errors {
-            tracing::warn!(error = %e, "finishing an archive failed");
+            self.log.error("finishing an archive failed", &e);
         }
+        self.log.finish();
         self.export();
     }
 }
