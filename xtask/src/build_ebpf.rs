@@ -109,7 +109,7 @@ fn install_if_changed(from: &Path, to: &Path) -> anyhow::Result<()> {
 /// A command without the variables the outer `cargo xtask` (stable) or the caller's
 /// environment set for host builds, so that the nightly cargo and rustc choose their own
 /// toolchain and flags.
-fn clean_command(program: &str) -> Command {
+pub(crate) fn clean_command(program: &str) -> Command {
     let mut cmd = Command::new(program);
     for var in [
         "RUSTUP_TOOLCHAIN",

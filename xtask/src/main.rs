@@ -3,11 +3,13 @@
 //! - `cargo xtask build-ebpf`: the kernel programs' object, embedded by the daemon's build;
 //! - `cargo xtask bench`: the workload and collector benchmark (see `bench`);
 //! - `cargo xtask workload`: the workload alone, writing its ground truth;
-//! - `cargo xtask bench-format`: the archive-format benchmark.
+//! - `cargo xtask bench-format`: the archive-format benchmark;
+//! - `cargo xtask fuzz`: the fuzz targets in `fuzz/`, briefly (CI) or long.
 mod bench;
 mod bench_scale;
 mod build_ebpf;
 mod format_bench;
+mod fuzz;
 mod interrupt;
 mod timefmt;
 mod workload;
@@ -41,6 +43,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the fuzz targets (cargo-fuzz, nightly) on seeds from the m-lab fixtures.
+    Fuzz(fuzz::FuzzArgs),
     /// Internal: one workload worker process, driven over stdin/stdout.
     #[command(hide = true)]
     WorkloadWorker {
@@ -87,6 +91,7 @@ fn main() -> anyhow::Result<()> {
             workload::run_standalone(&args, &interrupt)
         }
         Cmd::BenchFormat { args } => format_bench::run(&args),
+        Cmd::Fuzz(args) => fuzz::run(&args),
         Cmd::BenchScale(args) => bench_scale::run(&args),
         Cmd::WorkloadWorker { plan, truth } => {
             let plan: workload::driver::ProcessPlan =

@@ -386,6 +386,17 @@ mod tests {
         ));
     }
 
+    /// The BTF fuzz target's seed is this sample (run with `TCP_INFO_BLESS=1` to rewrite it).
+    #[test]
+    fn the_fuzz_seed_is_the_sample() {
+        let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/seeds/btf/sample.btf");
+        if std::env::var_os("TCP_INFO_BLESS").is_some() {
+            std::fs::write(&seed, sample()).unwrap();
+        }
+        assert_eq!(std::fs::read(&seed).unwrap(), sample(), "{}", seed.display());
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(Btf::parse(b"").is_err());
