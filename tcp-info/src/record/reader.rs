@@ -1,7 +1,10 @@
 //! Streaming reader for `.jsonl` and `.jsonl.zst` archives.
 //!
-//! Memory stays constant whatever the file size: one reused line buffer, a bounded line length,
-//! and zstd decoded in-process as a stream (any number of concatenated frames).
+//! Memory stays bounded whatever the file holds: one reused line buffer, a bounded line length
+//! ([`MAX_LINE_LEN`]), and zstd decoded in-process as a stream (any number of concatenated
+//! frames) with a bounded window ([`WINDOW_LOG_MAX`]). A small file that decompresses to
+//! gigabytes (a "zstd bomb") costs at most one line of it; a frame that asks for a huge window
+//! is refused before anything is allocated for it.
 
 use super::{ArchivalRecord, DecodeError};
 use std::fmt;
@@ -13,6 +16,17 @@ use thiserror::Error;
 /// Longest line accepted. The ETL's scanner stops at 64 KiB; this is looser so that odd files
 /// can still be inspected, while keeping memory bounded on garbage input.
 pub const MAX_LINE_LEN: usize = 1 << 20;
+
+/// Largest zstd window accepted, as a power of two: 2^23 = 8 MiB.
+///
+/// A frame header declares the window its decoder must keep, and the streaming decoder
+/// allocates that much (and, on a long enough stream, touches all of it) however small the
+/// file is: zstd's default limit, 2^27, let a 32 KiB archive make csvtool use 131 MiB. The
+/// archives this reader is for need far less: upstream's `zstd` CLI at level 3 and this
+/// crate's writer use at most 2^21 (2 MiB). 2^23 is the largest window of any level the
+/// `zstd` CLI offers without `--ultra` or `--long` (level 19), so even an archive recompressed
+/// harder still reads; a larger one is refused with an error that says so.
+pub const WINDOW_LOG_MAX: u32 = 23;
 
 /// An error reading an archive, with the file and 1-based line it happened at.
 #[derive(Debug, Error)]
@@ -50,8 +64,9 @@ impl ReadError {
 /// The classes of archive read errors.
 #[derive(Debug, Error)]
 pub enum ReadErrorKind {
-    /// Opening or reading the file failed, or its zstd stream is corrupt or truncated.
-    #[error("read failed: {0}")]
+    /// Opening or reading the file failed, or its zstd stream is corrupt, truncated or needs a
+    /// window over [`WINDOW_LOG_MAX`] (the message says which).
+    #[error("{}", describe_io(.0))]
     Io(#[from] io::Error),
     /// The line is not a valid archive record.
     #[error("bad record (column {col}): {0}", col = .0.column())]
@@ -83,6 +98,12 @@ impl fmt::Debug for ArchiveReader {
 }
 
 impl ArchiveReader {
+    /// [`MAX_LINE_LEN`], for users of the re-exported type.
+    pub const MAX_LINE_LEN: usize = MAX_LINE_LEN;
+    /// [`WINDOW_LOG_MAX`], for users of the re-exported type (e.g. an independent decoder
+    /// that must refuse the same frames).
+    pub const WINDOW_LOG_MAX: u32 = WINDOW_LOG_MAX;
+
     /// Opens `path`, decompressing it if its name ends in `.zst`.
     pub fn open(path: &Path) -> Result<Self, ReadError> {
         let name = path.display().to_string();
@@ -95,8 +116,8 @@ impl ArchiveReader {
         Self::from_reader(file, compressed, name)
     }
 
-    /// Reads from any byte stream; `compressed` selects zstd decoding. `source_name` is used in
-    /// error messages.
+    /// Reads from any byte stream; `compressed` selects zstd decoding (an empty stream is an
+    /// empty archive, as an empty plain file is). `source_name` is used in error messages.
     pub fn from_reader<R: Read + Send + 'static>(
         input: R,
         compressed: bool,
@@ -104,7 +125,7 @@ impl ArchiveReader {
     ) -> Result<Self, ReadError> {
         let source_name = source_name.into();
         let input: Box<dyn BufRead + Send> = if compressed {
-            let decoder = zstd::stream::read::Decoder::new(input).map_err(|e| ReadError {
+            let decoder = Decompressed::new(input).map_err(|e| ReadError {
                 source_name: source_name.clone(),
                 line: 0,
                 kind: ReadErrorKind::Io(e),
@@ -183,6 +204,128 @@ impl Iterator for ArchiveReader {
             Err(e) => return Some(Err(e)),
         };
         Some(decoded.map_err(|e| self.error(ReadErrorKind::Decode(e))))
+    }
+}
+
+/// The compressed input, counting what it delivers and marking its errors ([`InputError`]) so
+/// that they can be told apart from the decoder's own once they come out of it.
+struct CompressedInput<R> {
+    inner: R,
+    bytes_read: u64,
+}
+
+impl<R: Read> Read for CompressedInput<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.bytes_read += n as u64;
+                Ok(n)
+            }
+            // Left as it is: the decoder and `read_bounded_line` retry it.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => Err(io::Error::new(e.kind(), InputError(e))),
+        }
+    }
+}
+
+/// An error of the compressed input itself (the file), on its way through the decoder.
+#[derive(Debug)]
+struct InputError(io::Error);
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// What the decoder found wrong with the compressed data; the message says what it means.
+#[derive(Debug)]
+struct ZstdError(String);
+
+impl fmt::Display for ZstdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ZstdError {}
+
+/// The zstd decoder (window limited to [`WINDOW_LOG_MAX`]) over [`CompressedInput`], with its
+/// errors explained: input errors come out as they were, decoder errors as [`ZstdError`].
+struct Decompressed<R: Read> {
+    decoder: zstd::stream::read::Decoder<'static, BufReader<CompressedInput<R>>>,
+}
+
+impl<R: Read> Decompressed<R> {
+    fn new(input: R) -> io::Result<Self> {
+        let input = CompressedInput {
+            inner: input,
+            bytes_read: 0,
+        };
+        let buffer = BufReader::with_capacity(zstd::zstd_safe::DCtx::in_size(), input);
+        let mut decoder = zstd::stream::read::Decoder::with_buffer(buffer)?;
+        decoder.window_log_max(WINDOW_LOG_MAX)?;
+        Ok(Self { decoder })
+    }
+}
+
+impl<R: Read> Read for Decompressed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let error = match self.decoder.read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
+            Err(e) => e,
+        };
+        let kind = error.kind();
+        // An empty file holds no frame, hence no record, like an empty plain file; the decoder
+        // calls it an incomplete frame, as it does a file cut inside its first frame.
+        if kind == io::ErrorKind::UnexpectedEof && self.decoder.get_ref().get_ref().bytes_read == 0
+        {
+            return Ok(0);
+        }
+        let message = error.to_string();
+        let inner = match error.into_inner() {
+            Some(inner) => inner,
+            None => return Err(io::Error::new(kind, ZstdError(message))),
+        };
+        match inner.downcast::<InputError>() {
+            Ok(input) => Err(input.0),
+            Err(_) => Err(io::Error::new(
+                kind,
+                ZstdError(explain_zstd(kind, &message)),
+            )),
+        }
+    }
+}
+
+/// The decoder's message, with what it means for an archive.
+fn explain_zstd(kind: io::ErrorKind, message: &str) -> String {
+    // zstd's name for ZSTD_error_frameParameter_windowTooLarge (zstd_safe::get_error_name).
+    const WINDOW_TOO_LARGE: &str = "Frame requires too much memory for decoding";
+    if kind == io::ErrorKind::UnexpectedEof {
+        format!(
+            "the zstd data ends inside a frame ({message}): the file is truncated, or still \
+             being written"
+        )
+    } else if message == WINDOW_TOO_LARGE {
+        format!(
+            "a zstd frame needs a window larger than the {} MiB this reader allows ({message}); \
+             recompress the file without --long or --ultra",
+            (1u64 << WINDOW_LOG_MAX) >> 20
+        )
+    } else {
+        format!("corrupt zstd data: {message}")
+    }
+}
+
+/// How [`ReadErrorKind::Io`] reads: a decoder error says what it found, an I/O error is
+/// `read failed: …`.
+fn describe_io(error: &io::Error) -> String {
+    match error.get_ref().and_then(|e| e.downcast_ref::<ZstdError>()) {
+        Some(zstd) => zstd.to_string(),
+        None => format!("read failed: {error}"),
     }
 }
 
@@ -296,6 +439,126 @@ mod tests {
             .unwrap()
             .unwrap_err();
         assert!(matches!(err.kind, ReadErrorKind::LineTooLong));
+    }
+
+    /// A frame header declaring a window of 2^`window_log` bytes (no content size, no
+    /// checksum), then `blocks` RLE blocks of `byte`, 128 KiB each (less if the window is
+    /// smaller), the last one marked last.
+    fn rle_frame(window_log: u32, blocks: usize, byte: u8) -> Vec<u8> {
+        let mut frame = ZSTD_MAGIC_BYTES.to_vec();
+        frame.extend([0x00, ((window_log - 10) << 3) as u8]);
+        let size = (1u32 << window_log).min(128 << 10);
+        for i in 0..blocks {
+            let last = u32::from(i + 1 == blocks);
+            let header = last | (1 << 1) | (size << 3);
+            frame.extend(&header.to_le_bytes()[..3]);
+            frame.push(byte);
+        }
+        frame
+    }
+
+    const ZSTD_MAGIC_BYTES: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
+    #[test]
+    fn empty_compressed_input_is_an_empty_archive() {
+        let mut reader =
+            ArchiveReader::from_reader(Cursor::new(Vec::new()), true, "e.zst").unwrap();
+        assert!(reader.next().is_none());
+        assert!(reader.next().is_none());
+        // Only the magic number is a truncated frame, not an empty file.
+        let err = ArchiveReader::from_reader(Cursor::new(ZSTD_MAGIC_BYTES.to_vec()), true, "m.zst")
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "m.zst:1: the zstd data ends inside a frame (incomplete frame): the file is \
+             truncated, or still being written"
+        );
+    }
+
+    #[test]
+    fn windows_over_the_limit_are_refused_before_decoding() {
+        let line = b"{\"Timestamp\":\"0001-01-01T00:00:00Z\",\"Metadata\":{\"UUID\":\"u\"}}\n";
+        for window_log in [10, 21, WINDOW_LOG_MAX] {
+            // A raw block with one line, in a frame declaring this window.
+            let mut data = rle_frame(window_log, 0, 0);
+            let header = 1 | ((line.len() as u32) << 3);
+            data.extend(&header.to_le_bytes()[..3]);
+            data.extend(line);
+            let records: Vec<_> = ArchiveReader::from_reader(Cursor::new(data), true, "w.zst")
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(records.len(), 1, "window 2^{window_log}");
+        }
+        for window_log in [WINDOW_LOG_MAX + 1, 27, 31] {
+            let err = ArchiveReader::from_reader(
+                Cursor::new(rle_frame(window_log, 1, b'x')),
+                true,
+                "w.zst",
+            )
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "w.zst:1: a zstd frame needs a window larger than the 8 MiB this reader allows \
+                 (Frame requires too much memory for decoding); recompress the file without \
+                 --long or --ultra",
+                "window 2^{window_log}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bomb_stops_at_the_line_limit() {
+        // 2 GiB of 'x' without a newline in 64 KiB.
+        let bomb = rle_frame(WINDOW_LOG_MAX, 16 << 10, b'x');
+        assert!(bomb.len() < 70_000);
+        let mut reader = ArchiveReader::from_reader(Cursor::new(bomb), true, "b.zst").unwrap();
+        let err = reader.next().unwrap().unwrap_err();
+        assert!(matches!(err.kind, ReadErrorKind::LineTooLong), "{err}");
+        assert_eq!(err.to_string(), "b.zst:1: line longer than 1048576 bytes");
+        assert!(reader.next().is_none());
+    }
+
+    /// A reader whose every read fails.
+    struct Failing;
+
+    impl Read for Failing {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("disk on fire"))
+        }
+    }
+
+    #[test]
+    fn input_errors_are_told_from_corrupt_data() {
+        for compressed in [false, true] {
+            let err = ArchiveReader::from_reader(Failing, compressed, "f")
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "f:1: read failed: disk on fire",
+                "{compressed}"
+            );
+        }
+        let mut corrupt = zst(&LINE.repeat(50));
+        corrupt[4] ^= 0xFF;
+        let err = ArchiveReader::from_reader(Cursor::new(corrupt), true, "c.zst")
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("c.zst:1: corrupt zstd data: "),
+            "{err}"
+        );
     }
 
     #[test]
