@@ -286,9 +286,8 @@ impl<R: Read> Read for Decompressed<R> {
             return Ok(0);
         }
         let message = error.to_string();
-        let inner = match error.into_inner() {
-            Some(inner) => inner,
-            None => return Err(io::Error::new(kind, ZstdError(message))),
+        let Some(inner) = error.into_inner() else {
+            return Err(io::Error::new(kind, ZstdError(message)));
         };
         match inner.downcast::<InputError>() {
             Ok(input) => Err(input.0),
