@@ -12,6 +12,7 @@ pub mod archive;
 pub mod daemon;
 pub mod events;
 pub mod exposition;
+pub mod faults;
 pub mod netns;
 pub mod openapi;
 pub mod pods;
