@@ -333,7 +333,7 @@ fn check_file(root: &Path, path: &Path) -> Result<ArchiveFile> {
 /// the files by cookie.
 fn finish(
     setup: &Setup,
-    mut daemon: Daemon,
+    daemon: &mut Daemon,
     reader: &EventReader,
     conns: Vec<Conn>,
     listener: TcpListener,
@@ -343,7 +343,7 @@ fn finish(
     drop(listener);
     let pid = daemon.pid().context("no daemon pid")?;
     let last = wait_for(WAIT, "every connection closed by the daemon", || {
-        let c = counters(setup, &mut daemon)?;
+        let c = counters(setup, daemon)?;
         let idle = c.tracked == 0 && c.open_files == 0 && faults::open_archives(pid)?.is_empty();
         Ok((idle && has_events(reader, setup, &[], &cookies)).then_some(c))
     })?;
@@ -532,7 +532,7 @@ fn a_full_disk_loses_only_counted_records_and_writing_resumes() {
 
     eprintln!("resumed after {:?}", t0.elapsed());
     let conns = pump.finish().unwrap();
-    let (last, tree) = finish(&setup, daemon, &reader, conns, listener).unwrap();
+    let (last, tree) = finish(&setup, &mut daemon, &reader, conns, listener).unwrap();
     eprintln!("finished after {:?}", t0.elapsed());
     assert!(last.lost > 0, "nothing lost: was the disk ever full?");
     let window = (
@@ -724,7 +724,7 @@ fn a_read_only_output_loses_only_counted_records_and_writing_resumes() {
     eprintln!("resumed after {:?}", t0.elapsed());
 
     let conns = pump.finish().unwrap();
-    let (last, tree) = finish(&setup, daemon, &reader, conns, listener).unwrap();
+    let (last, tree) = finish(&setup, &mut daemon, &reader, conns, listener).unwrap();
     eprintln!("finished after {:?}", t0.elapsed());
     assert!(last.lost > 0);
     // Nothing taken while read-only reached a file (a record read just before the remount
@@ -904,7 +904,7 @@ fn running_out_of_descriptors_evicts_archives_and_recovers() {
     );
     alive(&mut daemon).unwrap();
 
-    let (last, tree) = finish(&setup, daemon, &reader, conns, listener).unwrap();
+    let (last, tree) = finish(&setup, &mut daemon, &reader, conns, listener).unwrap();
     eprintln!("finished after {:?}", t0.elapsed());
     assert_eq!(last.lost, last.open_errors, "lost without a failed open");
     assert_eq!(last.write_errors, 0);
