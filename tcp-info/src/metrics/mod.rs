@@ -175,6 +175,9 @@ pub struct Metrics {
     /// had reported (the check that marks are complete).
     pub unmarked_changes: ByLabel<Unmarked, IntCounter>,
     mode: IntGaugeVec,
+    /// `tcpinfo_http_connections_dropped_total{server,reason}`: connections an HTTP endpoint
+    /// closed without a complete answer; fed by [`Metrics::http_drop_hook`].
+    http_dropped: IntCounterVec,
     /// Whether `/ready` answers 200: set once the first sweep completed or the first marks were
     /// drained, never cleared.
     ready: AtomicBool,
@@ -402,6 +405,12 @@ impl Metrics {
                 "Collection mode in use (1 for the active mode).",
                 "mode",
             )?,
+            http_dropped: labelled_counter_vec(
+                &r,
+                "tcpinfo_http_connections_dropped_total",
+                "Number of HTTP connections closed without a complete answer, by server and reason.",
+                &["server", "reason"],
+            )?,
             registry: r,
             ready: AtomicBool::new(false),
         };
@@ -461,6 +470,27 @@ impl Metrics {
         );
     }
 
+    /// What the HTTP server named `server` reports its dropped connections to
+    /// ([`crate::http::Options::on_drop`]): `tcpinfo_http_connections_dropped_total{server,
+    /// reason}`, whose series for `server` are exported (at 0) from this call on.
+    pub fn http_drop_hook(&self, server: &str) -> Result<crate::http::DropHook, MetricsError> {
+        let name = "tcpinfo_http_connections_dropped_total";
+        let counters = crate::http::DropReason::ALL
+            .iter()
+            .map(|reason| {
+                self.http_dropped
+                    .get_metric_with_label_values(&[server, reason.as_str()])
+                    .map(|counter| (*reason, counter))
+                    .map_err(|source| register_error(name, source))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(std::sync::Arc::new(move |reason| {
+            if let Some((_, counter)) = counters.iter().find(|(r, _)| *r == reason) {
+                counter.inc();
+            }
+        }))
+    }
+
     /// The registry, for callers that add collectors of their own.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -513,7 +543,16 @@ fn counter_vec(
     help: &str,
     label: &str,
 ) -> Result<IntCounterVec, MetricsError> {
-    let v = IntCounterVec::new(Opts::new(name, help), &[label])
+    labelled_counter_vec(registry, name, help, &[label])
+}
+
+fn labelled_counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, MetricsError> {
+    let v = IntCounterVec::new(Opts::new(name, help), labels)
         .map_err(|source| register_error(name, source))?;
     register(registry, name, v.clone())?;
     Ok(v)

@@ -15,7 +15,7 @@ use tokio::runtime::Handle;
 use super::exposition::CONTENT_TYPE as EXPOSITION_TYPE;
 use super::listen::bind;
 use super::{Metrics, MetricsError};
-use crate::http::{Handler, Listener, LocalAddr, Server};
+use crate::http::{Handler, Listener, LocalAddr, Options, Server};
 
 /// A running metrics HTTP server. Stops when [`MetricsServer::shutdown`] is called or it is
 /// dropped.
@@ -41,12 +41,22 @@ pub fn serve(
     };
     let listener = bind(listen)?;
     let local_addr = listener.local_addr().map_err(bind_error)?;
+    let options = Options {
+        on_drop: Some(metrics.http_drop_hook("metrics")?),
+        ..Options::default()
+    };
     let handler: Handler = Arc::new(move |request: Request<Incoming>| {
         let response = respond(&request, &metrics);
         Box::pin(async move { response })
     });
-    let server =
-        Server::start("metrics", Listener::Tcp(listener), handler, runtime).map_err(bind_error)?;
+    let server = Server::start_with(
+        "metrics",
+        Listener::Tcp(listener),
+        handler,
+        runtime,
+        options,
+    )
+    .map_err(bind_error)?;
     debug_assert_eq!(server.local_addr(), &LocalAddr::Tcp(local_addr));
     tracing::info!("serving metrics on http://{local_addr}/metrics");
     Ok(MetricsServer { local_addr, server })
@@ -116,7 +126,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::serve;
-    use crate::http::MAX_CONNECTIONS;
+    use crate::http::{HEAD_GRACE, MAX_CONNECTIONS, MAX_PER_PEER};
     use crate::metrics::{Metrics, MetricsError};
     use crate::test_runtime::handle as rt;
 
@@ -298,27 +308,73 @@ mod tests {
         }
     }
 
+    /// Connects to `addr` from the loopback address `from` (loopback accepts any 127/8 source).
+    fn connect_from(from: [u8; 4], addr: SocketAddr) -> TcpStream {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        socket.into()
+    }
+
+    /// The value of `tcpinfo_http_connections_dropped_total{server="metrics",reason}`.
+    fn dropped(m: &Metrics, reason: &str) -> u64 {
+        let line = format!(
+            "tcpinfo_http_connections_dropped_total{{reason=\"{reason}\",server=\"metrics\"}} "
+        );
+        let rendered = m.render();
+        let value = rendered
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .unwrap_or_else(|| panic!("no {line:?} in the exposition"));
+        value.parse().unwrap()
+    }
+
     #[test]
     fn slow_clients_do_not_block_scrapes() {
-        let server = serve("127.0.0.1:0", metrics(), rt()).unwrap();
+        let m = metrics();
+        let server = serve("127.0.0.1:0", Arc::clone(&m), rt()).unwrap();
         let addr = server.local_addr();
-        // Clients that connect and send half a request, then stall, hold slots...
-        let stalled: Vec<TcpStream> = (0..MAX_CONNECTIONS - 1)
+        assert_eq!(dropped(&m, "evicted_waiting"), 0);
+        // More clients than slots connect from the scraper's own address, send half a
+        // request, then stall...
+        let n = MAX_CONNECTIONS + 4;
+        let stalled: Vec<TcpStream> = (0..n)
             .map(|_| {
                 let mut s = TcpStream::connect(addr).unwrap();
                 s.write_all(b"GET /metr").unwrap();
                 s
             })
             .collect();
-        // ...but a scrape still gets its answer promptly.
-        let start = Instant::now();
-        let response = get(addr, "/metrics");
-        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "{:?}",
-            start.elapsed()
+        // ...but a scrape still gets its answer promptly, from another address, and from theirs
+        // once they had their head grace: the oldest makes room (counted).
+        std::thread::sleep(HEAD_GRACE);
+        for from in [[127, 0, 0, 2], [127, 0, 0, 1]] {
+            let start = Instant::now();
+            let mut stream = connect_from(from, addr);
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).unwrap();
+            assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "{:?}",
+                start.elapsed()
+            );
+        }
+        // The stalled clients over their address's share were turned away, or pushed out older
+        // ones; the scrape from their address pushed out one.
+        assert!(dropped(&m, "evicted_waiting") >= 1);
+        assert_eq!(
+            dropped(&m, "evicted_waiting") + dropped(&m, "peer_limit"),
+            (n - MAX_PER_PEER + 1) as u64
         );
+        assert_eq!(dropped(&m, "full"), 0);
         // Shutdown interrupts the stalled connections instead of waiting for their timeouts.
         let start = Instant::now();
         server.shutdown();
@@ -336,50 +392,52 @@ mod tests {
         }
     }
 
-    #[test]
-    fn over_the_connection_limit_is_closed_not_queued() {
-        let server = serve("127.0.0.1:0", metrics(), rt()).unwrap();
-        let addr = server.local_addr();
-        let mut held: Vec<TcpStream> = Vec::new();
-        for _ in 0..MAX_CONNECTIONS {
-            held.push(TcpStream::connect(addr).unwrap());
-        }
-        // Wait until the server has taken every slot (each is accepted asynchronously).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let mut extra = TcpStream::connect(addr).unwrap();
-            extra
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            let _ = extra.write_all(b"GET /metrics HTTP/1.1\r\n\r\n");
-            let mut response = Vec::new();
-            let _ = extra.read_to_end(&mut response);
-            if response.is_empty() {
-                break; // Refused: closed without an answer.
+    /// Whether the server closed `s` (end of file or reset) within `wait`.
+    fn closed(s: &mut TcpStream, wait: Duration) -> bool {
+        s.set_read_timeout(Some(wait)).unwrap();
+        let mut byte = [0u8; 1];
+        match s.read(&mut byte) {
+            Ok(n) => {
+                assert_eq!(n, 0, "an answer to an idle connection");
+                true
             }
-            assert!(
-                Instant::now() < deadline,
-                "the extra connection was never refused"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
         }
+    }
+
+    #[test]
+    fn idle_connections_over_an_address_share_are_closed_not_queued() {
+        let m = metrics();
+        let server = serve("127.0.0.1:0", Arc::clone(&m), rt()).unwrap();
+        let addr = server.local_addr();
+        let mut held: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        // One address keeps MAX_PER_PEER idle connections; the others are closed at once,
+        // without an answer.
+        let over = (MAX_CONNECTIONS - MAX_PER_PEER) as u64;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while dropped(&m, "peer_limit") + dropped(&m, "evicted_waiting") < over {
+            assert!(Instant::now() < deadline, "never turned away");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let open: Vec<usize> = (0..held.len())
+            .filter(|&i| !closed(&mut held[i], Duration::from_millis(200)))
+            .collect();
+        assert_eq!(open.len(), MAX_PER_PEER, "{open:?}");
+        // Once they had their head grace, a newer connection from the address pushes out the
+        // oldest of them.
+        std::thread::sleep(HEAD_GRACE);
+        let evicted = dropped(&m, "evicted_waiting");
+        let response = get(addr, "/metrics");
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        assert_eq!(dropped(&m, "evicted_waiting"), evicted + 1);
+        assert!(closed(&mut held[open[0]], Duration::from_secs(5)));
+        assert!(!closed(&mut held[open[1]], Duration::from_millis(100)));
         drop(held);
         // Slots free up again once the held connections are gone.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let mut stream = TcpStream::connect(addr).unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n");
-            let mut response = String::new();
-            let _ = stream.read_to_string(&mut response);
-            if response.starts_with("HTTP/1.1 200 OK\r\n") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "slots never freed");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let response = get(addr, "/metrics");
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
     }
 
     #[test]

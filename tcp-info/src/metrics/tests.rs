@@ -460,6 +460,7 @@ fn new_metrics_are_exported_under_new_names() {
     let m = Metrics::new("0").unwrap();
     m.set_mode(Mode::Sweep);
     m.set_mode(Mode::Ebpf);
+    let _hook = m.http_drop_hook("metrics").unwrap();
     let families = parse(&m.render());
     // (name, type, label, label values)
     let table: &[NewRow] = &[
@@ -569,6 +570,19 @@ fn new_metrics_are_exported_under_new_names() {
         ("tcpinfo_netns_watched", "gauge", None, &[]),
         ("tcpinfo_netns_open_failures_total", "counter", None, &[]),
         ("tcpinfo_mode", "gauge", Some("mode"), &["ebpf"]),
+        (
+            "tcpinfo_http_connections_dropped_total",
+            "counter",
+            Some("reason"),
+            &[
+                "full",
+                "peer_limit",
+                "evicted_waiting",
+                "evicted_stalled",
+                "head_timeout",
+                "deadline",
+            ],
+        ),
     ];
     for &(name, kind, label, values) in table {
         let family = families
@@ -588,6 +602,10 @@ fn new_metrics_are_exported_under_new_names() {
     assert_eq!(
         families["tcpinfo_mode"].value("tcpinfo_mode", &[("mode", "ebpf")]),
         Some("1")
+    );
+    assert_eq!(
+        families["tcpinfo_http_connections_dropped_total"].label_values("server"),
+        BTreeSet::from(["metrics".to_owned()])
     );
     // Every family is either upstream's (SPEC §9.2), process_*, or in the table above.
     let upstream = [
