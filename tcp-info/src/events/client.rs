@@ -29,6 +29,11 @@ pub(super) type Line = Arc<[u8]>;
 const MAX_BATCH: usize = 32 * 1024;
 /// Lower bound of one batch, should the send buffer report something absurdly small.
 const MIN_BATCH: usize = 512;
+/// Bytes a client may send before it is disconnected. Clients never send (SPEC §7.1): a few
+/// stray bytes (someone typing into `socat`) are read and discarded, but a client that keeps
+/// writing is no event client, and reading what it writes would cost the edges' workers a
+/// read per kilobyte for nothing (a local process writing without pause kept both busy).
+pub(super) const MAX_CLIENT_BYTES: usize = 4096;
 
 /// Why a client was disconnected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +49,8 @@ enum CloseReason {
     HungUp,
     /// A send failed (usually `EPIPE`: it hung up).
     WriteError,
+    /// It sent more than [`MAX_CLIENT_BYTES`].
+    Sent,
     /// The server shut down and the client's queue was empty.
     Shutdown,
 }
@@ -144,6 +151,8 @@ pub(super) struct ClientTask {
     kill: Arc<Kill>,
     counters: Arc<Counters>,
     write_timeout: Duration,
+    /// Bytes the client sent (and were discarded).
+    received: usize,
 }
 
 /// A new client: the handle the server keeps and the task to spawn. The caller has counted it
@@ -170,6 +179,7 @@ pub(super) fn client(
         kill,
         counters: Arc::clone(counters),
         write_timeout,
+        received: 0,
     };
     (handle, task)
 }
@@ -215,7 +225,7 @@ impl ClientTask {
     }
 
     /// Waits for the next queued line, or for a reason to stop: a kill, the end of the queue
-    /// (shutdown, once it is empty) or a hang-up.
+    /// (shutdown, once it is empty), a hang-up, or the client sending too much.
     async fn next_line(&mut self) -> Result<Line, CloseReason> {
         let mut scratch = [0u8; 1024];
         loop {
@@ -224,10 +234,17 @@ impl ClientTask {
                 () = self.kill.token.cancelled() => return Err(self.kill.reason()),
                 line = self.queue.recv() => return line.ok_or(CloseReason::Shutdown),
                 ready = self.stream.readable() => {
-                    // Clients never send (SPEC §7.1); anything they do send is discarded.
+                    // Clients never send (SPEC §7.1); anything they do send is discarded, up to
+                    // MAX_CLIENT_BYTES.
                     let gone = ready.is_err() || match self.stream.try_read(&mut scratch) {
                         Ok(0) => true,
-                        Ok(_) => false,
+                        Ok(n) => {
+                            self.received += n;
+                            if self.received > MAX_CLIENT_BYTES {
+                                return Err(CloseReason::Sent);
+                            }
+                            false
+                        }
                         Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted),
                     };
                     if gone {
@@ -421,6 +438,37 @@ mod tests {
                 .unwrap()
                 .unwrap();
             assert_eq!(counters.clients_closed.load(Ordering::Relaxed), 1);
+            assert_eq!(handle.offer(&Arc::from(&b"x\n"[..])), Offer::Closed);
+        });
+    }
+
+    #[test]
+    fn a_client_that_keeps_sending_is_disconnected() {
+        let rt = runtime();
+        rt.block_on(async {
+            let (ours, peer) = UnixStream::pair().unwrap();
+            let counters = Arc::new(Counters::default());
+            counters.clients_connected.fetch_add(1, Ordering::Relaxed);
+            let (handle, task) = client(1, ours, 8, &counters, Duration::from_secs(5));
+            let task = tokio::spawn(task.run());
+            // Up to the allowance, the client stays.
+            let mut sent = 0;
+            while sent < MAX_CLIENT_BYTES {
+                peer.writable().await.unwrap();
+                sent += peer.try_write(&[b'x'; 512]).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(!task.is_finished(), "disconnected within the allowance");
+            // One byte more and it is disconnected: counted as closed, not as lagging.
+            peer.writable().await.unwrap();
+            peer.try_write(b"!").unwrap();
+            tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(counters.clients_closed.load(Ordering::Relaxed), 1);
+            assert_eq!(counters.clients_dropped_lag.load(Ordering::Relaxed), 0);
+            assert_eq!(counters.clients_connected.load(Ordering::Relaxed), 0);
             assert_eq!(handle.offer(&Arc::from(&b"x\n"[..])), Offer::Closed);
         });
     }
