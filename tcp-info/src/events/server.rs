@@ -19,6 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Pause after an `accept` failure such as `EMFILE`, so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Length of the client list below which ended clients are not looked for at accept.
+const MIN_PRUNE: usize = 64;
+/// Shortest time between two warnings that the socket is full: under a storm of connections
+/// it fills and frees up many times a second, and a warning each time would flood the log.
+const FULL_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Tuning of an [`EventServer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,7 +354,11 @@ async fn accept_loop(
 ) {
     let counters = &shared.counters;
     let mut next_id = 0u64;
-    let mut warned_full = false;
+    // When the last "full" warning was logged, and the clients refused since.
+    let mut warned_full: Option<std::time::Instant> = None;
+    let mut refused_since_warning = 0u64;
+    // The client list's length at which ended clients are next forgotten.
+    let mut prune_at = MIN_PRUNE;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -375,18 +384,20 @@ async fn accept_loop(
         let connected = counters.clients_connected.load(Ordering::Relaxed);
         if connected >= shared.config.max_clients as u64 {
             Counters::add(&counters.clients_refused, 1);
-            if !warned_full {
-                warned_full = true;
+            refused_since_warning += 1;
+            if warned_full.is_none_or(|at| at.elapsed() >= FULL_WARNING_INTERVAL) {
+                warned_full = Some(std::time::Instant::now());
                 tracing::warn!(
                     max_clients = shared.config.max_clients,
+                    refused = refused_since_warning,
                     "event socket is full; refusing clients (counted in tcpinfo_eventsocket_clients_refused_total)"
                 );
+                refused_since_warning = 0;
             }
             // Dropping the stream closes it: the client reads end-of-file at once.
             drop(stream);
             continue;
         }
-        warned_full = false;
         next_id += 1;
         Counters::add(&counters.clients_connected, 1);
         let (handle, task) = client::client(
@@ -398,8 +409,15 @@ async fn accept_loop(
         );
         let mut clients = lock(&shared.clients);
         // Forget clients whose task has ended (hung up, lagged): on a quiet host no publish
-        // does it, and connection churn would grow the list.
-        clients.retain(|(_, task)| !task.is_finished());
+        // does it, and connection churn would grow the list. Only once the list has doubled
+        // since the last time, so that each accept costs O(1), not a scan of every client (a
+        // storm of connections made that scan the daemon's main cost); the list stays under
+        // twice the clients connected, plus `MIN_PRUNE`, and an ended client's entry holds no
+        // socket.
+        if clients.len() >= prune_at {
+            clients.retain(|(_, task)| !task.is_finished());
+            prune_at = (2 * clients.len()).max(MIN_PRUNE);
+        }
         let join = runtime.spawn(task.run());
         tracing::debug!(client = handle.id(), "event socket client connected");
         clients.push((handle, join));
