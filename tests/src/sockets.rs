@@ -67,3 +67,106 @@ pub fn http_get(net: &NetPair, addr: SocketAddr, path: &str) -> Result<(u16, Str
     }
     Ok((code, body.to_owned()))
 }
+
+/// A TCP connection to `to` from the local address `from`, made in the calling thread's
+/// network namespace (loopback accepts any 127/8 source, so one test can be several hosts).
+/// The port is chosen at connect time (`IP_BIND_ADDRESS_NO_PORT`), so that connection storms
+/// may reuse ports left in TIME_WAIT. Connecting gives up after 5 s (`SO_SNDTIMEO`).
+/// `rcvbuf` sets the receive buffer first: a small one makes a client that never reads stall
+/// its server at once.
+pub fn connect_from(
+    from: std::net::Ipv4Addr,
+    to: std::net::SocketAddrV4,
+    rcvbuf: Option<usize>,
+) -> Result<TcpStream> {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+
+    fn sockaddr(addr: std::net::SocketAddrV4) -> libc::sockaddr_in {
+        libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: addr.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*addr.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        }
+    }
+    fn check(rc: libc::c_int, what: &str) -> Result<()> {
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error()).context(what.to_owned());
+        }
+        Ok(())
+    }
+    fn set<T>(fd: libc::c_int, level: libc::c_int, name: libc::c_int, value: &T) -> libc::c_int {
+        // SAFETY: `value` points to a live `T` of the size passed.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                std::ptr::from_ref(value).cast(),
+                std::mem::size_of::<T>() as libc::socklen_t,
+            )
+        }
+    }
+
+    // SAFETY: socket has no memory preconditions.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("socket(AF_INET, SOCK_STREAM)");
+    }
+    // SAFETY: `fd` is a socket just created and owned by nobody else.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    check(
+        set(fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, &one),
+        "IP_BIND_ADDRESS_NO_PORT",
+    )?;
+    let timeout = libc::timeval {
+        tv_sec: 5,
+        tv_usec: 0,
+    };
+    check(
+        set(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &timeout),
+        "SO_SNDTIMEO",
+    )?;
+    if let Some(size) = rcvbuf {
+        let size = libc::c_int::try_from(size).context("receive buffer size")?;
+        check(
+            set(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &size),
+            "SO_RCVBUF",
+        )?;
+    }
+    let local = sockaddr(std::net::SocketAddrV4::new(from, 0));
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: `local` is a valid sockaddr_in of `len` bytes.
+    let rc = unsafe { libc::bind(fd, std::ptr::from_ref(&local).cast(), len) };
+    check(rc, &format!("binding to {from}"))?;
+    let remote = sockaddr(to);
+    // SAFETY: `remote` is a valid sockaddr_in of `len` bytes.
+    let rc = unsafe { libc::connect(fd, std::ptr::from_ref(&remote).cast(), len) };
+    check(rc, &format!("connecting from {from} to {to}"))?;
+    Ok(TcpStream::from(socket))
+}
+
+/// Makes closing `stream` reset the connection (`SO_LINGER` 0) instead of ending it.
+pub fn set_linger_zero(stream: &TcpStream) -> Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on an open socket with a valid `linger` of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::from_ref(&linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("SO_LINGER 0");
+    }
+    Ok(())
+}
