@@ -385,7 +385,8 @@ mod tests {
     /// took 40^16 steps (found reviewing the BTF fuzz target); each type is searched once now.
     #[test]
     fn anonymous_members_fanning_out_are_searched_once_each() {
-        let mut types = vec![1, (KIND_STRUCT << 24) | 40, 4];
+        let members = 40;
+        let mut types = vec![1, (KIND_STRUCT << 24) + members, 4];
         for _ in 0..40 {
             types.extend([0, 1, 0]);
         }
