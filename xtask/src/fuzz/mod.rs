@@ -200,7 +200,10 @@ fn run_target(fuzz: &Path, corpus: &Path, target: &str, seconds: u64) -> anyhow:
             .filter_map(|rest| rest.trim().parse().ok())
             .next_back()
     };
-    let last_status = log.lines().rfind(|l| l.starts_with('#')).unwrap_or("");
+    let last_status = log
+        .lines()
+        .rfind(|l| l.contains(" cov: ") && l.contains(" corp: "))
+        .unwrap_or("");
     let field = |name: &str| {
         last_status
             .split_whitespace()
