@@ -280,23 +280,8 @@ fn process_datagram(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sockdiag::testutil::{self, TestNetns, diag_cookie, diag_ports};
-    use crate::wire::netlink::{HEADER_LEN, Header, align};
+    use crate::sockdiag::testutil::{self, TestNetns, diag_cookie, diag_ports, message as msg};
     use std::collections::BTreeSet;
-
-    fn msg(kind: u16, flags: u16, seq: u32, pid: u32, payload: &[u8]) -> Vec<u8> {
-        let h = Header {
-            len: (HEADER_LEN + payload.len()) as u32,
-            kind,
-            flags,
-            seq,
-            pid,
-        };
-        let mut v = h.to_bytes().to_vec();
-        v.extend_from_slice(payload);
-        v.resize(align(v.len()), 0);
-        v
-    }
 
     fn run(datagram: &[u8]) -> (Result<bool, DumpError>, Payloads) {
         let mut out = Payloads::new();
@@ -428,6 +413,49 @@ mod tests {
         let mut out = Payloads::new();
         diag.dump(Family::Inet, &mut out).unwrap();
         assert_eq!(out.len(), set.expected_dump_entries().len());
+    }
+
+    /// A reply flagged `NLM_F_DUMP_INTR` fails the whole dump on a real socket: nothing of it
+    /// is returned (the caller keeps its previous state, D12), and the rest of the kernel's
+    /// dump is drained, so the next dump is complete. The kernel's TCP dumps do not set the
+    /// flag on demand, so the flagged reply is queued from another netlink socket, where the
+    /// dump reads it first.
+    #[test]
+    fn interrupted_dump_returns_nothing_and_the_next_one_is_complete() {
+        let Some(ns) = TestNetns::create() else {
+            return;
+        };
+        // A small buffer and enough sockets that the kernel's dump spans several datagrams:
+        // most of it is still to come when the flagged reply is read.
+        let mut diag = DiagSocket::open_in_netns(ns.path(), 16 * 1024).unwrap();
+        let set = testutil::connections(&ns, "127.0.0.1:0", 60);
+        let mut interrupted = false;
+        for _ in 0..20 {
+            testutil::interrupt_next_dump(&ns, &diag);
+            let mut out = Payloads::from_iter([b"previous"]);
+            match diag.dump(Family::Inet, &mut out) {
+                Err(DumpError::Interrupted { family }) => {
+                    assert_eq!(family, Family::Inet);
+                    interrupted = true;
+                }
+                // Another test took the sequence number first: try again.
+                Err(DumpError::WrongSeq { .. }) => {}
+                other => panic!("expected an interrupted dump, got {other:?}"),
+            }
+            assert_eq!(out, Payloads::from_iter([b"previous"]), "all or nothing");
+            if interrupted {
+                break;
+            }
+        }
+        assert!(interrupted, "never read the flagged reply first");
+        let mut out = Payloads::new();
+        let stats = diag.dump(Family::Inet, &mut out).unwrap();
+        assert!(stats.datagrams > 1, "{stats:?}");
+        let got: BTreeSet<_> = out
+            .iter()
+            .map(|p| (p[1], diag_ports(p).0, diag_ports(p).1, diag_cookie(p)))
+            .collect();
+        assert_eq!(got, set.expected_dump_entries());
     }
 
     #[test]

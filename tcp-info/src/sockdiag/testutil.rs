@@ -84,6 +84,54 @@ fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// Sends `datagram` to the netlink socket with port id `port` of `ns`, from another
+/// `NETLINK_SOCK_DIAG` socket of that namespace (user-to-user unicast needs `CAP_NET_ADMIN`):
+/// it is queued on the receiver like a kernel reply, so tests can make replies the kernel does
+/// not produce on demand (an interrupted dump). The receiver sees sender port id ≠ 0.
+pub fn inject(ns: &TestNetns, port: u32, datagram: &[u8]) {
+    ns.run(|| {
+        let mut sock = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_SOCK_DIAG).unwrap();
+        sock.bind_auto().unwrap();
+        let sent = sock
+            .send_to(datagram, &netlink_sys::SocketAddr::new(port, 0), 0)
+            .unwrap();
+        assert_eq!(sent, datagram.len());
+    });
+}
+
+/// One netlink message: header (`kind`, `flags`, `seq`, `pid`) and `payload`, padded.
+pub fn message(kind: u16, flags: u16, seq: u32, pid: u32, payload: &[u8]) -> Vec<u8> {
+    use crate::wire::netlink::{HEADER_LEN, Header, align};
+    let h = Header {
+        len: u32::try_from(HEADER_LEN + payload.len()).unwrap(),
+        kind,
+        flags,
+        seq,
+        pid,
+    };
+    let mut v = h.to_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v.resize(align(v.len()), 0);
+    v
+}
+
+/// Queues on `diag` a reply flagged `NLM_F_DUMP_INTR` (the kernel's socket tables changed
+/// during the dump) carrying the sequence number `diag`'s next request will take, so that its
+/// next dump reads it first. Another thread may reserve that number first; the dump then fails
+/// with `WrongSeq` instead, and the caller may retry.
+pub fn interrupt_next_dump(ns: &TestNetns, diag: &super::DiagSocket) {
+    use crate::wire::netlink::{NLM_F_DUMP_INTR, NLM_F_MULTI, SOCK_DIAG_BY_FAMILY};
+    let seq = super::request::reserve_seqs(0);
+    let reply = message(
+        SOCK_DIAG_BY_FAMILY,
+        NLM_F_MULTI | NLM_F_DUMP_INTR,
+        seq,
+        diag.port_id(),
+        &[0; 72],
+    );
+    inject(ns, diag.port_id(), &reply);
+}
+
 /// `SO_COOKIE` (include/uapi/asm-generic/socket.h).
 const SO_COOKIE: libc::c_int = 57;
 
