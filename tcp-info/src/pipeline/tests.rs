@@ -746,3 +746,147 @@ fn a_connection_keeps_the_tag_it_opened_with_when_its_namespace_is_retagged() {
     assert_eq!(of("open", 0x11), named);
     assert_eq!(of("close", 0x11), named);
 }
+
+/// A pipeline that excludes nothing (the sockets of a `TestNetns` are on loopback) and closes
+/// a connection the moment a sweep misses it (no close source, no grace).
+fn pipeline_of_everything() -> (Pipeline<Archive, Events>, Log, Arc<Metrics>) {
+    let log: Log = Rc::default();
+    let tags: Tags = Rc::default();
+    let metrics = Arc::new(Metrics::new("abc").unwrap());
+    let mut config = PipelineConfig::new(
+        Exclusions::new(false, &[], &[]),
+        Prefix::from_bytes(b"host_1".to_vec()).unwrap(),
+    );
+    config.own_netns = OWN;
+    let o = Pipeline::new(
+        config,
+        Archive(Rc::clone(&log), Rc::clone(&tags)),
+        Events(Rc::clone(&log), Rc::clone(&tags)),
+        Arc::clone(&metrics),
+    )
+    .with_own_namespace();
+    (o, log, metrics)
+}
+
+/// Resets `conn` (`SO_LINGER` 0 on its client end, then both ends closed) and waits until a
+/// dump of `family` no longer lists either end.
+fn reset(
+    diag: &mut crate::sockdiag::DiagSocket,
+    family: Family,
+    conn: crate::sockdiag::testutil::Conn,
+) {
+    use std::os::fd::AsRawFd as _;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on an open socket with a valid `linger` of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            conn.client.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::from_ref(&linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    let cookies = [conn.client_cookie, conn.server_cookie];
+    drop(conn);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut out = Payloads::new();
+        diag.dump(family, &mut out).unwrap();
+        if !out
+            .iter()
+            .any(|p| cookies.contains(&crate::sockdiag::testutil::diag_cookie(p)))
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the reset sockets never left");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The sockets' Close notes in `seen`, as a set of keys.
+fn closed(seen: &[Seen]) -> std::collections::BTreeSet<u64> {
+    seen.iter()
+        .filter_map(|s| match s {
+            Seen::Close(cookie) => Some(*cookie),
+            _ => None,
+        })
+        .collect()
+}
+
+/// D12 from the kernel to the pipeline: a real dump interrupted (`NLM_F_DUMP_INTR`) is sent by
+/// the sweep source as failed, counted under `tcpinfo_dump_failures_total{reason=
+/// "interrupted"}`, and the pipeline closes none of that family's connections — though the
+/// sweep listed none of them and this pipeline closes a missing connection at once — not even
+/// one that really went away meanwhile: it closes at the next complete dump. The other family,
+/// dumped completely in the same sweep, still closes its connection that went away; nothing is
+/// reopened.
+#[test]
+fn an_interrupted_dump_is_counted_and_closes_nothing_d12() {
+    use crate::metrics::{DumpFailure, SweepKind};
+    use crate::sockdiag::DiagSocket;
+    use crate::sockdiag::testutil::{self, TestNetns};
+    use crate::sources::sweep::{DumpSizes, sweep as sweep_source};
+
+    let Some(ns) = TestNetns::create() else {
+        return;
+    };
+    let mut diag = DiagSocket::open_in_netns(ns.path(), 64 * 1024).unwrap();
+    let mut v4 = testutil::connections(&ns, "127.0.0.1:0", 2);
+    let mut v6 = testutil::connections(&ns, "[::1]:0", 2);
+    let (mut o, log, metrics) = pipeline_of_everything();
+    let mut sizes = DumpSizes::default();
+    let mut cycle = |o: &mut Pipeline<Archive, Events>, diag: &mut DiagSocket| {
+        let swept = sweep_source(
+            std::iter::once((OWN, diag)),
+            &mut sizes,
+            SweepKind::Poll,
+            &metrics,
+        );
+        o.sweep_namespaces(&swept, Instant::now());
+    };
+    cycle(&mut o, &mut diag);
+    // Each family: a listener and both ends of two connections.
+    assert_eq!(o.tracked(), 10);
+    take(&log);
+
+    let gone = v6.conns.remove(0);
+    let gone6 = [gone.client_cookie, gone.server_cookie];
+    reset(&mut diag, Family::Inet6, gone);
+    let gone4 = v4.conns.remove(0);
+    let gone4_keys = [gone4.client_cookie, gone4.server_cookie];
+    reset(&mut diag, Family::Inet, gone4);
+    // AF_INET6 is dumped first, so it reads the flagged reply.
+    let failures = |reason| metrics.dump_failures.get(reason).get();
+    let mut attempts = 0;
+    while failures(DumpFailure::Interrupted) == 0 {
+        attempts += 1;
+        assert!(attempts <= 20, "the flagged reply was never read first");
+        testutil::interrupt_next_dump(&ns, &diag);
+        cycle(&mut o, &mut diag);
+        // Another test took the sequence number: `WrongSeq`, counted as malformed (the
+        // pipeline treats every failed dump alike).
+        assert_eq!(failures(DumpFailure::Malformed), attempts - 1);
+    }
+    assert_eq!(failures(DumpFailure::Interrupted), 1);
+    let seen = take(&log);
+    assert_eq!(
+        closed(&seen),
+        gone4_keys.into(),
+        "only the AF_INET connection that went away closes: {seen:?}"
+    );
+    assert!(!seen.iter().any(|s| matches!(s, Seen::Open(_))), "{seen:?}");
+    assert_eq!(o.tracked(), 8);
+
+    // The next complete dump closes the AF_INET6 connection that went away, and only it.
+    cycle(&mut o, &mut diag);
+    let seen = take(&log);
+    assert_eq!(closed(&seen), gone6.into(), "{seen:?}");
+    assert!(!seen.iter().any(|s| matches!(s, Seen::Open(_))), "{seen:?}");
+    assert_eq!(o.tracked(), 6);
+    drop((v4, v6));
+}

@@ -65,7 +65,7 @@ pub fn run(
 /// Sizes of the last successful dump of each family (AF_INET6, AF_INET) of each namespace, to
 /// allocate the next one's buffers once instead of growing them.
 #[derive(Debug, Default)]
-pub(super) struct DumpSizes(HashMap<NetnsId, [(usize, usize); 2]>);
+pub(crate) struct DumpSizes(HashMap<NetnsId, [(usize, usize); 2]>);
 
 impl DumpSizes {
     /// Drops what is known of a namespace no longer watched.
@@ -77,7 +77,7 @@ impl DumpSizes {
 /// One sweep (one cycle, counted once) of the given namespaces, each AF_INET6 then AF_INET
 /// (SPEC §3.4), each dump timed. The connection count of each family is the sum over the
 /// namespaces whose dump of it succeeded.
-pub(super) fn sweep<'a>(
+pub(crate) fn sweep<'a>(
     sockets: impl Iterator<Item = (NetnsId, &'a mut DiagSocket)>,
     sizes: &mut DumpSizes,
     kind: SweepKind,
