@@ -158,6 +158,9 @@ pub struct Metrics {
     /// `tcpinfo_late_destroys_total`: destroy notifications that arrived after their connection
     /// was closed without one (its final record is not archived: the file is finished).
     pub late_destroys: IntCounter,
+    /// `tcpinfo_attributes_dropped_total`: attributes left out of archived records because
+    /// their type is above 38 (SPEC §3.6; upstream only logs them).
+    pub attributes_dropped: IntCounter,
     /// `tcpinfo_saver_evictions_total`: segments closed early to stay within the descriptor
     /// budget (each costs its connection one more file if it writes again).
     pub evictions: IntCounter,
@@ -358,6 +361,11 @@ impl Metrics {
                 &r,
                 "tcpinfo_late_destroys_total",
                 "Number of destroy notifications for connections already closed without one.",
+            )?,
+            attributes_dropped: counter(
+                &r,
+                "tcpinfo_attributes_dropped_total",
+                "Number of sock_diag attributes left out of archived records because their type is above 38.",
             )?,
             evictions: counter(
                 &r,

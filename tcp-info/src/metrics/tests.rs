@@ -476,6 +476,7 @@ fn new_metrics_are_exported_under_new_names() {
         ("tcpinfo_saver_rotations_total", "counter", None, &[]),
         ("tcpinfo_saver_evictions_total", "counter", None, &[]),
         ("tcpinfo_late_destroys_total", "counter", None, &[]),
+        ("tcpinfo_attributes_dropped_total", "counter", None, &[]),
         (
             "tcpinfo_sweeps_total",
             "counter",

@@ -584,6 +584,9 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
             }
             self.metrics.snapshots.inc();
             self.metrics.records.get(source).inc();
+            self.metrics
+                .attributes_dropped
+                .inc_by(u64::from(parsed.dropped.count));
             // The first sweep of a namespace records what existed before it was watched: no
             // mark could have.
             if source == Source::Sweep && self.config.safety_net && origin.swept {

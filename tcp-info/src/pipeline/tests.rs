@@ -890,3 +890,51 @@ fn an_interrupted_dump_is_counted_and_closes_nothing_d12() {
     assert_eq!(o.tracked(), 6);
     drop((v4, v6));
 }
+
+/// `p` with attribute `kind` (value `value`) appended.
+fn with_attr(mut p: Vec<u8>, kind: u16, value: &[u8]) -> Vec<u8> {
+    p.extend(u16::try_from(4 + value.len()).unwrap().to_ne_bytes());
+    p.extend(kind.to_ne_bytes());
+    p.extend(value);
+    p.resize(crate::wire::netlink::align(p.len()), 0);
+    p
+}
+
+/// Attributes the kernel may add that upstream's array has no room for (types above 38, and
+/// types with a flag bit) do not break records: each record is archived with its `tcp_info`
+/// intact (a flagged `0x8000 | 2` is not `INET_DIAG_INFO`), and what it left out is counted
+/// in `tcpinfo_attributes_dropped_total`, once per archived record. A change in them alone is
+/// no change: nothing written, nothing counted.
+#[test]
+fn attributes_above_type_38_are_counted_and_do_not_break_records() {
+    let (mut o, log, metrics) = pipeline(Duration::ZERO);
+    let t = Timestamp::now();
+    let now = Instant::now();
+    let odd = |acked: u64, v: u8| {
+        let p = with_attr(payload(7, 1, acked, AF_INET), 39, &[v; 3]);
+        with_attr(p, 0x8000 | 2, &[v; 8])
+    };
+    sweep(&mut o, &[(Family::Inet, Some(&[odd(100, 1)]), t)], now);
+    assert_eq!(
+        take(&log),
+        [Seen::Open(UUID_7.into()), Seen::Write(7, 1, 100)]
+    );
+    assert_eq!(metrics.attributes_dropped.get(), 2);
+    sweep(&mut o, &[(Family::Inet, Some(&[odd(100, 2)]), t)], now);
+    assert_eq!(take(&log), [], "only unknown attributes changed");
+    assert_eq!(metrics.attributes_dropped.get(), 2);
+    sweep(&mut o, &[(Family::Inet, Some(&[odd(200, 3)]), t)], now);
+    assert_eq!(take(&log), [Seen::Write(7, 1, 200)]);
+    assert_eq!(metrics.attributes_dropped.get(), 4);
+    destroyed(&mut o, &[odd(300, 4)], t, now);
+    assert_eq!(
+        take(&log),
+        [
+            Seen::Write(7, 1, 300),
+            Seen::Closed(UUID_7.into()),
+            Seen::Close(7)
+        ]
+    );
+    assert_eq!(metrics.attributes_dropped.get(), 6);
+    assert_eq!(metrics.snapshots.get(), 3);
+}

@@ -202,6 +202,44 @@ mod tests {
         );
     }
 
+    /// Unknown types — above 38, with a flag bit (`NLA_F_NESTED`, `NLA_F_NET_BYTEORDER`), the
+    /// largest, empty or of an unaligned length — anywhere among known ones leave those intact
+    /// (no masking: `0x4000 | 5` is not type 5), are counted, and the record survives its JSON
+    /// line unchanged.
+    #[test]
+    fn unknown_types_anywhere_are_counted_and_leave_the_record_intact() {
+        let info = [7u8; 16];
+        let p = payload(&[
+            (0x4000 | 5, &[1, 2, 3]),
+            (2, &info),
+            (u16::MAX, &[]),
+            (4, b"cubic\0"),
+            (0x8000 | 2, &[9; 5]),
+            (39, &[1; 5]),
+            (8, &[3]),
+        ]);
+        let (r, dropped) = ArchivalRecord::from_diag_payload(&p, Timestamp::ZERO).unwrap();
+        assert_eq!(
+            dropped,
+            DroppedAttributes {
+                count: 4,
+                first_type: 0x4005
+            }
+        );
+        assert_eq!(r.attribute(2), Some(&info[..]));
+        assert_eq!(r.attribute(4), Some(&b"cubic\0"[..]));
+        assert_eq!(r.attribute(8), Some(&[3u8][..]));
+        assert_eq!(r.attribute(5), None);
+        assert_eq!(r.attribute_count(), 39);
+        assert_eq!(ArchivalRecord::from_json(&r.to_json_line()).unwrap(), r);
+        // The same payload without the unknown types differs only in the array's length.
+        let known = payload(&[(2, &info), (4, b"cubic\0"), (8, &[3])]);
+        let (k, none) = ArchivalRecord::from_diag_payload(&known, Timestamp::ZERO).unwrap();
+        assert_eq!(none.count, 0);
+        assert_eq!(k.attribute_count(), 9);
+        assert!((0..39).all(|t| k.attribute(t) == r.attribute(t)));
+    }
+
     #[test]
     fn rejects_truncated_wrong_type_and_bad_lengths() {
         assert_eq!(
