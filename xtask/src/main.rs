@@ -4,13 +4,15 @@
 //! - `cargo xtask bench`: the workload and collector benchmark (see `bench`);
 //! - `cargo xtask workload`: the workload alone, writing its ground truth;
 //! - `cargo xtask bench-format`: the archive-format benchmark;
-//! - `cargo xtask fuzz`: the fuzz targets in `fuzz/`, briefly (CI) or long.
+//! - `cargo xtask fuzz`: the fuzz targets in `fuzz/`, briefly (CI) or long;
+//! - `cargo xtask soak`: an hour of churn per mode, RSS and descriptors over time.
 mod bench;
 mod bench_scale;
 mod build_ebpf;
 mod format_bench;
 mod fuzz;
 mod interrupt;
+mod soak;
 mod timefmt;
 mod workload;
 
@@ -43,6 +45,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Soak the daemon: an hour of churn per mode (side by side), RSS and descriptors sampled,
+    /// every connection graded against the ground truth.
+    Soak(soak::SoakArgs),
     /// Run the fuzz targets (cargo-fuzz, nightly) on seeds from the m-lab fixtures.
     Fuzz(fuzz::FuzzArgs),
     /// Internal: one workload worker process, driven over stdin/stdout.
@@ -92,6 +97,10 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::BenchFormat { args } => format_bench::run(&args),
         Cmd::Fuzz(args) => fuzz::run(&args),
+        Cmd::Soak(args) => {
+            let interrupt = interrupt::Interrupt::install()?;
+            soak::run(&args, &interrupt)
+        }
         Cmd::BenchScale(args) => bench_scale::run(&args),
         Cmd::WorkloadWorker { plan, truth } => {
             let plan: workload::driver::ProcessPlan =
