@@ -696,10 +696,17 @@ impl<A: ArchiveSink, E: EventSink> Pipeline<A, E> {
             .filter_map(|(slot, t)| Some((slot, (*t)?)))
             .unzip();
         let mut replies: Vec<ExactReply> = Vec::with_capacity(queried.len());
-        if !queried.is_empty()
-            && let Err(e) = lookup.lookup(&queried, &mut replies)
-        {
-            tracing::warn!(netns, error = %e, "exact queries confirming closes failed; retried next sweep");
+        if !queried.is_empty() {
+            match lookup.lookup(&queried, &mut replies) {
+                Ok(resent) => self
+                    .metrics
+                    .exact_queries
+                    .get(ExactQueryOutcome::Lost)
+                    .inc_by(resent as u64),
+                Err(e) => {
+                    tracing::warn!(netns, error = %e, "exact queries confirming closes failed; retried next sweep");
+                }
+            }
         }
         if let Some(space) = self.spaces.get_mut(&netns) {
             space.lookup = Some(lookup);

@@ -56,14 +56,24 @@ impl EventSink for NoEvents {
 /// before closing it.
 pub trait Lookup: Send {
     /// Looks each target up and appends one reply per target answered (in any order, tagged
-    /// with the target's index). On error the replies appended so far are kept.
-    fn lookup(&mut self, targets: &[ExactTarget], out: &mut Vec<ExactReply>) -> Result<(), String>;
+    /// with the target's index). Returns how many requests were sent again because their
+    /// replies were lost (a receive-buffer overrun), for `tcpinfo_exact_queries_total{outcome=
+    /// "lost"}`. On error the replies appended so far are kept.
+    fn lookup(
+        &mut self,
+        targets: &[ExactTarget],
+        out: &mut Vec<ExactReply>,
+    ) -> Result<usize, String>;
 }
 
 impl Lookup for DiagSocket {
-    fn lookup(&mut self, targets: &[ExactTarget], out: &mut Vec<ExactReply>) -> Result<(), String> {
+    fn lookup(
+        &mut self,
+        targets: &[ExactTarget],
+        out: &mut Vec<ExactReply>,
+    ) -> Result<usize, String> {
         self.query_exact(targets, out)
-            .map(|_| ())
+            .map(|stats| stats.resent)
             .map_err(|e| e.to_string())
     }
 }

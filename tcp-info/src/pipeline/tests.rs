@@ -362,7 +362,11 @@ impl Script {
 }
 
 impl Lookup for Script {
-    fn lookup(&mut self, targets: &[ExactTarget], out: &mut Vec<ExactReply>) -> Result<(), String> {
+    fn lookup(
+        &mut self,
+        targets: &[ExactTarget],
+        out: &mut Vec<ExactReply>,
+    ) -> Result<usize, String> {
         let mut state = self.0.lock().unwrap();
         for (index, t) in targets.iter().enumerate() {
             state.1.push(*t);
@@ -372,7 +376,7 @@ impl Lookup for Script {
                 .expect("no answer scripted");
             out.push(ExactReply { index, outcome });
         }
-        Ok(())
+        Ok(0)
     }
 }
 
@@ -937,4 +941,69 @@ fn attributes_above_type_38_are_counted_and_do_not_break_records() {
     );
     assert_eq!(metrics.attributes_dropped.get(), 6);
     assert_eq!(metrics.snapshots.get(), 3);
+}
+
+/// Confirming closes through a receive buffer far too small for the replies (the kernel's
+/// minimum, with a batch of 1 024): 200 connections a sweep missed but that are alive, and 100
+/// that really went away. The overrun loses replies, which are asked again and counted
+/// (`tcpinfo_exact_queries_total{outcome="lost"}`); every live connection is confirmed and
+/// kept — a lost reply never closes one — and exactly the ones that went away close.
+#[test]
+fn an_overrun_of_confirming_queries_is_counted_and_closes_only_what_went_away() {
+    use crate::sockdiag::DiagSocket;
+    use crate::sockdiag::testutil::{self, TestNetns, diag_cookie};
+
+    let Some(ns) = TestNetns::create() else {
+        return;
+    };
+    let mut diag = DiagSocket::open_in_netns(ns.path(), 1 << 20).unwrap();
+    let mut lookup = DiagSocket::open_in_netns(ns.path(), 1).unwrap();
+    lookup.set_batch_size(Some(1_024));
+    let (o, log, metrics) = pipeline_of_everything();
+    let mut o = o.with_lookup(Box::new(lookup));
+    let mut set = testutil::connections(&ns, "127.0.0.1:0", 300);
+    let dump = |diag: &mut DiagSocket| {
+        let mut out = Payloads::new();
+        diag.dump(Family::Inet, &mut out).unwrap();
+        out
+    };
+    let swept = FamilyDump {
+        family: Family::Inet,
+        payloads: Some(dump(&mut diag)),
+        timestamp: Timestamp::now(),
+    };
+    o.sweep(&[swept], Instant::now());
+    assert_eq!(o.tracked(), 601, "a listener and 300 connections");
+    take(&log);
+
+    let mut gone = std::collections::BTreeSet::new();
+    for conn in set.conns.drain(..100) {
+        gone.extend([conn.client_cookie, conn.server_cookie]);
+        reset(&mut diag, Family::Inet, conn);
+    }
+    // A complete dump that lists the listener alone: every connection looks gone.
+    let listener = set.listener_cookie;
+    let only_listener: Payloads = dump(&mut diag)
+        .iter()
+        .filter(|p| diag_cookie(p) == listener)
+        .collect();
+    assert_eq!(only_listener.len(), 1);
+    let swept = FamilyDump {
+        family: Family::Inet,
+        payloads: Some(only_listener),
+        timestamp: Timestamp::now(),
+    };
+    o.sweep(&[swept], Instant::now());
+    let seen = take(&log);
+    assert_eq!(closed(&seen), gone, "exactly the reset connections close");
+    assert_eq!(o.tracked(), 401);
+    let queries = &metrics.exact_queries;
+    assert_eq!(queries.get(Q::Found).get(), 400, "every live one confirmed");
+    assert_eq!(queries.get(Q::NotFound).get(), 200);
+    assert_eq!(queries.get(Q::Error).get(), 0);
+    assert!(
+        queries.get(Q::Lost).get() > 0,
+        "the confirming queries must overrun"
+    );
+    drop(set);
 }

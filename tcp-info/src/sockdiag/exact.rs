@@ -120,6 +120,9 @@ pub struct ExactStats {
     pub batches: usize,
     /// `ENOBUFS` reports (each means some replies were lost and re-sent).
     pub overruns: usize,
+    /// Requests sent again because their replies were lost (to `ENOBUFS`, or answered with
+    /// `EAGAIN`/`ENOBUFS`): `requests` minus the targets sent.
+    pub resent: usize,
     /// Messages that matched no outstanding request (ignored).
     pub stray: usize,
 }
@@ -200,6 +203,7 @@ impl DiagSocket {
                     batch = batch.min(got.max(1));
                 }
             }
+            stats.resent += lost.len();
             std::mem::swap(&mut pending, &mut lost);
             lost.clear();
         }
@@ -453,6 +457,7 @@ mod tests {
             stats.requests > targets.len(),
             "lost replies are re-sent: {stats:?}"
         );
+        assert_eq!(stats.requests, targets.len() + stats.resent, "{stats:?}");
         assert_eq!(out.len(), targets.len());
         let mut seen = vec![false; targets.len()];
         for r in &out {

@@ -428,6 +428,7 @@ impl Refresher {
             Ok(stats) => {
                 round.requests += stats.requests;
                 round.batches += stats.batches;
+                round.resent += stats.resent;
             }
             Err(e) => {
                 tracing::warn!(netns, error = %e, targets = self.targets.len(), "exact queries failed");
@@ -437,7 +438,6 @@ impl Refresher {
                 return;
             }
         }
-        round.targets += self.targets.len();
         let now_ns = monotonic_ns();
         let mut payloads = Payloads::with_capacity(self.replies.len(), self.replies.len() * 1024);
         for reply in &self.replies {
@@ -501,11 +501,11 @@ impl Refresher {
 #[derive(Debug, Default)]
 struct Round {
     marks: usize,
-    /// Sockets queried.
-    targets: usize,
     /// Requests sent (re-sends included) and `sendmsg` calls, over every namespace.
     requests: usize,
     batches: usize,
+    /// Requests sent again because their replies were lost to a receive-buffer overrun.
+    resent: usize,
     found: u64,
     gone: u64,
     mismatched: u64,
@@ -525,8 +525,9 @@ impl Round {
             metrics
                 .exact_batch_size
                 .observe(self.requests as f64 / self.batches as f64);
-            let resent = self.requests.saturating_sub(self.targets);
-            queries.get(ExactQueryOutcome::Lost).inc_by(resent as u64);
+            queries
+                .get(ExactQueryOutcome::Lost)
+                .inc_by(self.resent as u64);
         }
         queries.get(ExactQueryOutcome::Found).inc_by(self.found);
         queries.get(ExactQueryOutcome::NotFound).inc_by(self.gone);
@@ -604,6 +605,66 @@ mod tests {
         assert_eq!(t.remote, "[fd00::2]:40000".parse().unwrap());
         mark.family = 1;
         assert!(target_of(&mark).is_none(), "AF_UNIX is not queried");
+    }
+
+    /// Marked sockets queried through a receive buffer far too small for their replies (the
+    /// kernel's minimum, with a batch of 1 024): the overrun loses replies, they are asked
+    /// again, every socket's record arrives exactly once, and the requests sent again are
+    /// counted as `tcpinfo_exact_queries_total{outcome="lost"}`. Needs no eBPF: the queries
+    /// are the source's own.
+    #[test]
+    fn an_overrun_of_exact_queries_is_counted_and_every_record_arrives() {
+        use crate::sockdiag::testutil::{self, TestNetns, diag_cookie};
+        let Some(ns) = TestNetns::create() else {
+            return;
+        };
+        let set = testutil::connections(&ns, "127.0.0.1:0", 300);
+        let mut socket = DiagSocket::open_in_netns(ns.path(), 1).unwrap();
+        socket.set_batch_size(Some(1_024));
+        let mut state = Refresher::default();
+        let now = monotonic_ns();
+        for c in &set.conns {
+            for (s, cookie) in [(&c.client, c.client_cookie), (&c.server, c.server_cookie)] {
+                let target = ExactTarget {
+                    family: Family::Inet,
+                    local: s.local_addr().unwrap(),
+                    remote: s.peer_addr().unwrap(),
+                    interface: 0,
+                    cookie: Some(cookie),
+                };
+                let marked_ns = Some((now, now));
+                let pending = Pending {
+                    netns: 1,
+                    target,
+                    marked_ns,
+                };
+                state.order.push((cookie, pending));
+            }
+        }
+        let n = state.order.len();
+        let mut round = Round::default();
+        state.query(&mut socket, 0..n, 10_000_000, &mut round);
+        assert!(round.resent > 0, "the first batch must overrun: {round:?}");
+        assert_eq!(round.requests, n + round.resent, "{round:?}");
+        assert_eq!((round.found, round.failed), (n as u64, 0), "{round:?}");
+        assert_eq!(
+            state.follow_ups.len(),
+            n,
+            "each found socket is followed up"
+        );
+        assert!(state.pending.is_empty(), "nothing left to ask again");
+        let resent = round.resent as u64;
+        let metrics = Metrics::new("0").unwrap();
+        let batches = round.report(&metrics).unwrap();
+        let queries = &metrics.exact_queries;
+        assert_eq!(queries.get(ExactQueryOutcome::Lost).get(), resent);
+        assert_eq!(queries.get(ExactQueryOutcome::Found).get(), n as u64);
+        assert_eq!(queries.get(ExactQueryOutcome::Error).get(), 0);
+        assert_eq!(batches.len(), 1);
+        let records = &batches[0].1;
+        let cookies: std::collections::BTreeSet<u64> = records.iter().map(diag_cookie).collect();
+        assert_eq!((records.len(), cookies.len()), (n, n), "each record once");
+        assert!(state.order.iter().all(|(c, _)| cookies.contains(c)));
     }
 
     #[test]
