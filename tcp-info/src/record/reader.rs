@@ -328,32 +328,27 @@ fn describe_io(error: &io::Error) -> String {
     }
 }
 
-/// `read_until(b'\n')` that refuses lines over [`MAX_LINE_LEN`] (reported as `OutOfMemory`).
+/// `read_until(b'\n')` that refuses lines over [`MAX_LINE_LEN`] (reported as `OutOfMemory`):
+/// reads at most `MAX_LINE_LEN + 1` bytes (the line and its newline). A last line without a
+/// newline that is exactly that long is returned as it is; the caller reports it as partial.
 fn read_bounded_line(input: &mut dyn BufRead, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let mut total = 0;
-    loop {
-        let available = match input.fill_buf() {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if available.is_empty() {
-            return Ok(total);
-        }
-        let (used, found) = match available.iter().position(|&b| b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (available.len(), false),
-        };
-        if buf.len() + used > MAX_LINE_LEN + 1 {
-            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
-        }
-        buf.extend_from_slice(&available[..used]);
-        input.consume(used);
-        total += used;
-        if found {
-            return Ok(total);
+    const LIMIT: u64 = MAX_LINE_LEN as u64 + 1;
+    // `read_until` finds the newline with the C library's `memchr`: many times faster than a
+    // byte loop, which matters for gigabytes of lines (and in debug builds, by a factor of 4
+    // over the whole read).
+    let read = input.take(LIMIT).read_until(b'\n', buf)?;
+    if read as u64 == LIMIT && buf.last() != Some(&b'\n') {
+        // At the limit without a newline: too long, unless the input ends right here.
+        loop {
+            match input.fill_buf() {
+                Ok([]) => break,
+                Ok(_) => return Err(io::Error::from(io::ErrorKind::OutOfMemory)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
     }
+    Ok(read)
 }
 
 #[cfg(test)]
@@ -366,6 +361,38 @@ mod tests {
 
     fn zst(data: &[u8]) -> Vec<u8> {
         zstd::encode_all(data, 3).unwrap()
+    }
+
+    #[test]
+    fn line_limit_edges() {
+        let run = |data: Vec<u8>| -> Vec<String> {
+            ArchiveReader::from_reader(Cursor::new(data), false, "l")
+                .unwrap()
+                .map(|r| match r {
+                    Ok(_) => "record".to_owned(),
+                    Err(e) => match e.kind {
+                        ReadErrorKind::Decode(_) => "decode".to_owned(),
+                        ReadErrorKind::LineTooLong => "too long".to_owned(),
+                        ReadErrorKind::PartialLine => "partial".to_owned(),
+                        ReadErrorKind::Io(e) => format!("io {e}"),
+                    },
+                })
+                .collect()
+        };
+        // A line of exactly MAX_LINE_LEN bytes and its newline is read (and is no record).
+        let mut data = vec![b' '; MAX_LINE_LEN];
+        data.push(b'\n');
+        data.extend_from_slice(LINE);
+        assert_eq!(run(data), ["decode", "record"]);
+        // One byte more is too long, and nothing after it is read.
+        let mut data = vec![b' '; MAX_LINE_LEN + 1];
+        data.push(b'\n');
+        data.extend_from_slice(LINE);
+        assert_eq!(run(data), ["too long"]);
+        // A last line without its newline: partial up to MAX_LINE_LEN + 1 bytes, then too long.
+        assert_eq!(run(vec![b'x'; MAX_LINE_LEN + 1]), ["partial"]);
+        assert_eq!(run(vec![b'x'; MAX_LINE_LEN + 2]), ["too long"]);
+        assert_eq!(run([LINE, b"{"].concat()), ["record", "partial"]);
     }
 
     #[test]
