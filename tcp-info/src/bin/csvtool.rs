@@ -37,6 +37,9 @@ unlimited pacing rate prints -1), SegsOut and SegsIn signed 32-bit; TCP.AppLimit
 raw byte (bit 0 delivery_rate_app_limited, bits 1-2 fastopen_client_fail); tcp_info columns stop
 at SndWnd, and fields a shorter tcp_info lacks print 0; absent parts print empty cells.
 
+Limits, against hostile input: a line holds at most 1 MiB (1048576 bytes), and a zstd frame
+may need at most an 8 MiB window (what zstd -19 and lower levels use; not --long or --ultra).
+
 Exit status: 0 on success; 1 on bad arguments or input (the message names the file and
 line). Rows already written stay written.";
 
@@ -160,6 +163,17 @@ mod tests {
         ] {
             assert!(USAGE.contains(needle), "{needle}");
         }
+    }
+
+    #[test]
+    fn usage_states_the_reader_limits() {
+        let line = format!("{} bytes", ArchiveReader::MAX_LINE_LEN);
+        let window = format!(
+            "{} MiB window",
+            (1u64 << ArchiveReader::WINDOW_LOG_MAX) >> 20
+        );
+        assert!(USAGE.contains(&line), "{line}");
+        assert!(USAGE.contains(&window), "{window}");
     }
 
     #[test]
