@@ -6,10 +6,10 @@
 //!
 //! A baseline run with a clean prefix and the same open connection first shows that these
 //! arguments do write an archive, so a hostile prefix that were accepted would write one too
-//! (outside the tree for `../../..`), and the "nothing created" checks would catch it.
+//! (or at least create `-output`: the saver refuses `/` and NUL on its own, but only after
+//! that), and the "nothing created" checks would catch it.
 #![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "test helpers: a failure should fail the test where it happens"
 )]
 
@@ -209,6 +209,10 @@ fn hostile_prefixes_exit_2_naming_the_culprit_and_create_nothing() {
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
 
+/// A run without a prefix file: the wrapper the daemon runs under, its environment, and what its
+/// error must say.
+type DefaultCase<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 /// Without a prefix file the unsafe default is `<$POD_NAME or hostname>_<boottime>_unsafe`;
 /// a name that would make it hostile stops the daemon the same way, naming where it came from.
 #[test]
@@ -222,7 +226,7 @@ fn hostile_default_prefix_exits_2_naming_its_source() {
     let _connection = setup.connected(&listener).unwrap();
     let before = tree(&dir);
     let daemon_args = args(&setup, &output, None);
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    let cases: &[DefaultCase<'_>] = &[
         (
             &[],
             &[("POD_NAME", ESCAPE)],
