@@ -29,13 +29,13 @@ fn main() -> std::process::ExitCode {
     let parsed = match cli::parse_process() {
         Ok(parsed) => parsed,
         Err(cli::CliError::Version) => {
-            println!("{}", version::report(daemon::GIT_COMMIT));
+            print_line(&version::report(daemon::GIT_COMMIT));
             return ExitCode::SUCCESS;
         }
         Err(e) => {
             let code = e.exit_code();
             if code == 0 {
-                println!("{e}");
+                print_line(&e.to_string());
             } else {
                 eprintln!("tcp-info: {e}");
             }
@@ -75,13 +75,25 @@ fn write_uuid_prefix(
     };
     match prefix_file::write(std::path::Path::new(&path)) {
         Ok(prefix) => {
-            println!("{prefix}");
+            print_line(prefix.as_str());
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("tcp-info: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Writes `text` and a newline to standard output. A reader that went away (`tcp-info -version
+/// | head -1`) is not an error, and no failure to write panics, as `println!` would.
+pub(crate) fn print_line(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("tcp-info: writing to standard output: {e}");
     }
 }
 

@@ -46,7 +46,7 @@ enum Request {
 pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
     match parse(args) {
         Ok(Request::Help) => {
-            println!("{USAGE}");
+            crate::print_line(USAGE);
             ExitCode::SUCCESS
         }
         Ok(Request::Plot { archives, output }) => match run(&archives, &output) {
