@@ -1,10 +1,6 @@
 //! The one-shot commands write to a standard output whose reader is already gone
 //! (`tcp-info -version | head -1` once `head` has exited): exit 0 and no panic, as `println!`
 //! gave (issue 12: nothing panics).
-#![expect(
-    clippy::unwrap_used,
-    reason = "test helpers: a failure should fail the test where it happens"
-)]
 
 use std::process::{Command, Stdio};
 
