@@ -291,3 +291,39 @@ fn the_api_is_off_by_default() {
         daemon.stderr()
     );
 }
+
+/// The API's server counts the connections it drops beside the metrics endpoint's, under
+/// `server="api"`: a fifth silent client of one user pushes out the oldest of four that have
+/// waited for their request heads over half a second.
+#[test]
+fn connections_the_api_drops_are_counted() {
+    let Some(setup) = Setup::new("apidrop") else {
+        return;
+    };
+    let socket = setup.dir().join("api.sock");
+    let api_arg = format!("--api.listen-address={}", socket.display());
+    let mut daemon = setup.start(&[&api_arg], &[]).unwrap();
+    let name = "tcpinfo_http_connections_dropped_total";
+    let evicted = [("server", "api"), ("reason", "evicted_waiting")];
+    let before = setup.scrape(&mut daemon).unwrap();
+    assert_eq!(
+        before.select(name, &[("server", "api")]).count(),
+        6,
+        "one series per reason for the API"
+    );
+    assert!(before.total(name, &evicted) < 0.5, "nothing dropped yet");
+    wait_for(Duration::from_secs(10), "the API socket", || {
+        Ok(socket.exists().then_some(()))
+    })
+    .unwrap();
+    let silent: Vec<UnixStream> = (0..4)
+        .map(|_| UnixStream::connect(&socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(800));
+    let (status, _, _) = get(&socket, "/v1/connections");
+    assert_eq!(status, 200);
+    let after = setup.scrape(&mut daemon).unwrap();
+    let dropped = after.total(name, &evicted);
+    assert!((dropped - 1.0).abs() < 0.5, "{dropped} dropped, 1 expected");
+    drop(silent);
+}

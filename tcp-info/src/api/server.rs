@@ -15,7 +15,7 @@ use super::live::{LiveConnection, LiveTable};
 use super::query::{BadParameter, DetailQuery, ListQuery, Summary, percent_decode, select};
 use super::{Anonymize, ApiError, ApiListen};
 use crate::csv::{Cell, named_cells};
-use crate::http::{Handler, LocalAddr, Server};
+use crate::http::{DropHook, Handler, LocalAddr, Options, Server};
 use crate::plot::PlotError;
 use crate::record::{ArchivalRecord, Timestamp};
 use crate::snapshot::Snapshot;
@@ -66,7 +66,8 @@ impl ApiServer {
 }
 
 /// Binds `listen` and serves the API from `table` on `runtime`. `fresh` answers
-/// `?fresh=true` (without it those requests get 503); `output` is the archive root.
+/// `?fresh=true` (without it those requests get 503); `output` is the archive root; `on_drop`
+/// is told of connections the server drops (the daemon counts them as the metrics endpoint's).
 pub fn serve(
     listen: &ApiListen,
     table: Arc<LiveTable>,
@@ -74,6 +75,7 @@ pub fn serve(
     fresh: Option<DiagSocket>,
     output: &Path,
     runtime: &Handle,
+    on_drop: Option<DropHook>,
 ) -> Result<ApiServer, ApiError> {
     let listener = listen.bind()?;
     let state = Arc::new(State {
@@ -88,10 +90,16 @@ pub fn serve(
         let state = Arc::clone(&state);
         Box::pin(async move { respond(&request, &state).await })
     });
+    let options = Options {
+        on_drop,
+        ..Options::default()
+    };
     let server =
-        Server::start("api", listener, handler, runtime).map_err(|source| ApiError::Bind {
-            listen: listen.to_string(),
-            source,
+        Server::start_with("api", listener, handler, runtime, options).map_err(|source| {
+            ApiError::Bind {
+                listen: listen.to_string(),
+                source,
+            }
         })?;
     tracing::info!("query API listening on {}", server.local_addr());
     Ok(ApiServer { server })

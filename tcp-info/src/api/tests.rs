@@ -71,6 +71,7 @@ fn start(table: &Arc<LiveTable>, listen: &str) -> ApiServer {
         None,
         std::path::Path::new("."),
         rt(),
+        None,
     )
     .unwrap()
 }

@@ -18,9 +18,9 @@ use crate::build_ebpf::{NIGHTLY, clean_command};
 
 /// Every fuzz target (`fuzz/fuzz_targets/<name>.rs`).
 pub const TARGETS: &[&str] = &[
-    "netlink_messages",
-    "archive_line",
-    "archive_stream",
+    "netlink_splitter",
+    "json_line",
+    "archive_reader",
     "event_line",
     "flags",
     "btf",
@@ -31,8 +31,8 @@ const CARGO_FUZZ_VERSION: &str = "0.13.1";
 /// Largest input, by target: archives need room for a few frames, the rest are small.
 fn max_len(target: &str) -> usize {
     match target {
-        "archive_stream" => 64 * 1024,
-        "btf" | "netlink_messages" => 8 * 1024,
+        "archive_reader" => 64 * 1024,
+        "btf" | "netlink_splitter" => 8 * 1024,
         _ => 4 * 1024,
     }
 }
@@ -179,8 +179,16 @@ fn run_target(fuzz: &Path, corpus: &Path, target: &str, seconds: u64) -> anyhow:
         .arg("-rss_limit_mb=2048")
         .arg("-malloc_limit_mb=512")
         .arg("-print_final_stats=1");
-    let dict = corpus.join(format!("{target}.dict"));
-    if dict.is_file() {
+    // A dictionary made from the sources (see `write_dictionaries`), or the committed one of
+    // archive JSON keys for the targets that read archive lines.
+    let made = corpus.join(format!("{target}.dict"));
+    let committed = fuzz.join("dicts/json_line.dict");
+    let dict = if made.is_file() {
+        Some(made)
+    } else {
+        matches!(target, "json_line" | "archive_reader").then_some(committed)
+    };
+    if let Some(dict) = dict {
         cmd.arg(format!("-dict={}", dict.display()));
     }
     let started = Instant::now();

@@ -35,9 +35,9 @@ pub fn write(
     let dir = corpus.join(target);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut seeds: Vec<Vec<u8>> = match target {
-        "netlink_messages" => netlink_messages(fixtures)?,
-        "archive_line" => archive_lines(fixtures)?,
-        "archive_stream" => archive_streams(fixtures)?,
+        "netlink_splitter" => netlink_messages(fixtures)?,
+        "json_line" => archive_lines(fixtures)?,
+        "archive_reader" => archive_streams(fixtures)?,
         "event_line" => event_lines(fixtures)?,
         _ => Vec::new(),
     };

@@ -171,7 +171,7 @@ pub fn run(config: &Config) -> Result<()> {
         saver_config.anonymize = Some(Box::new(move |idm| apply(idm)));
     }
     let saver = Saver::new(saver_config).context("starting the saver")?;
-    let (live, api_server) = start_api(config, anonymize, edges)?;
+    let (live, api_server) = start_api(config, anonymize, edges, &metrics)?;
     let pipeline = Pipeline::new(
         PipelineConfig {
             exclusions: Exclusions::new(
@@ -397,6 +397,7 @@ fn start_api(
     config: &Config,
     anonymize: Option<api::Anonymize>,
     edges: &tokio::runtime::Handle,
+    metrics: &Metrics,
 ) -> Result<(Option<Arc<LiveTable>>, Option<ApiServer>)> {
     let Some(listen) = &config.api_listen else {
         return Ok((None, None));
@@ -411,8 +412,19 @@ fn start_api(
     };
     // The daemon changed into `-output`: archives are found from here.
     let output = std::env::current_dir().context("reading the working directory")?;
-    let server = api::serve(listen, Arc::clone(&table), anonymize, fresh, &output, edges)
-        .with_context(|| format!("starting the query API on {listen}"))?;
+    let on_drop = metrics
+        .http_drop_hook("api")
+        .context("counting the query API's dropped connections")?;
+    let server = api::serve(
+        listen,
+        Arc::clone(&table),
+        anonymize,
+        fresh,
+        &output,
+        edges,
+        Some(on_drop),
+    )
+    .with_context(|| format!("starting the query API on {listen}"))?;
     Ok((Some(table), Some(server)))
 }
 

@@ -1,10 +1,13 @@
 //! Arbitrary bytes as one archive line: decoding either fails cleanly or yields a record whose
 //! canonical encoding is one line of valid JSON that decodes back to the same record and encodes
-//! to the same bytes again.
+//! to the same bytes again; its typed decoding and its CSV row (csvtool, the query API) never
+//! panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use tcp_info::csv;
 use tcp_info::record::ArchivalRecord;
+use tcp_info::snapshot::Snapshot;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(record) = ArchivalRecord::from_json(data) else {
@@ -44,4 +47,9 @@ fuzz_target!(|data: &[u8]| {
     let mut crlf = bare.to_vec();
     crlf.extend_from_slice(b"\r\n");
     assert!(ArchivalRecord::from_json(&crlf).is_ok_and(|r| r == record));
+    if let Ok(snapshot) = Snapshot::decode(&record) {
+        let mut row = String::new();
+        csv::write_row(&mut row, &snapshot);
+        let _ = csv::named_cells(&snapshot);
+    }
 });

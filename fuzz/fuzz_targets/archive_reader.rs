@@ -1,15 +1,17 @@
 //! Arbitrary bytes as an archive, read both as plain JSONL and as zstd: every problem must come
 //! back as an `Err`, never a panic. Each record read must survive re-encoding, and the reader's
 //! outcome is compared with an independent line split (plain) and an independent decompression
-//! (zstd).
+//! (zstd, with the reader's window limit). The same bytes as a crash leftover: what the start-up
+//! repair keeps (its leading complete frames) always decompresses.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use std::io::{Cursor, Read};
 use tcp_info::record::{ArchivalRecord, ArchiveReader, ReadErrorKind};
+use tcp_info::saver::complete_frames_len;
 
-/// The reader's line limit (`record::reader::MAX_LINE_LEN`, which the crate does not re-export).
-const MAX_LINE_LEN: usize = 1 << 20;
+/// The reader's line limit.
+const MAX_LINE_LEN: usize = ArchiveReader::MAX_LINE_LEN;
 /// Decompressed output beyond which the zstd comparison is skipped (decompression bombs).
 const DECOMPRESSED_CAP: u64 = 4 << 20;
 
@@ -33,9 +35,20 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(plain, expected_plain(data), "plain reader vs line split");
 
     let compressed = read_all(data, true);
-    // An independent decompression of the same bytes, bounded.
+    check_repair(data);
+    if data.is_empty() {
+        // An empty .zst is an empty archive, as an empty plain file is.
+        assert_eq!(compressed, Vec::new(), "an empty compressed input");
+        return;
+    }
+    // An independent decompression of the same bytes, bounded, refusing the windows the reader
+    // refuses.
     let mut decompressed = Vec::new();
     let decoded = zstd::stream::read::Decoder::new(data)
+        .and_then(|mut d| {
+            d.window_log_max(ArchiveReader::WINDOW_LOG_MAX)?;
+            Ok(d)
+        })
         .and_then(|d| d.take(DECOMPRESSED_CAP + 1).read_to_end(&mut decompressed));
     match decoded {
         Ok(_) if decompressed.len() as u64 <= DECOMPRESSED_CAP => {
@@ -55,6 +68,20 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// The start-up repair cuts an archive back to its leading complete frames (or removes it if
+/// there are none): what it keeps must decompress without error.
+fn check_repair(data: &[u8]) {
+    let complete = complete_frames_len(data);
+    assert!(complete <= data.len());
+    if complete == 0 {
+        return;
+    }
+    let mut decoder = zstd::stream::read::Decoder::new(&data[..complete]).expect("a decoder");
+    if let Err(e) = std::io::copy(&mut decoder, &mut std::io::sink()) {
+        panic!("the {complete} bytes the repair keeps do not decompress: {e}");
+    }
+}
 
 /// Reads `data` to the end with [`ArchiveReader`], checking every record it returns.
 fn read_all(data: &[u8], compressed: bool) -> Vec<Outcome> {

@@ -1,12 +1,18 @@
 //! Arbitrary bytes as a raw netlink capture: split them with both splitters (in-memory
 //! `Messages` and streaming `StreamReader`), which must agree message for message and error for
 //! error, and build an `ArchivalRecord` from every framed message. Records that build are checked
-//! against a small independent model of the attribute walk and must survive JSON encoding.
+//! against a small independent model of the attribute walk and must survive JSON encoding; the
+//! payload parsed in place (what change detection compares) must equal the record built from it,
+//! and the typed decoding of the record must not panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use tcp_info::wire::netlink::{FrameError, HEADER_LEN, Message, Messages, StreamError, StreamReader};
-use tcp_info::record::{ArchivalRecord, BuildError, INET_DIAG_MAX_TYPE, RAW_IDM_LEN, Timestamp};
+use tcp_info::diff::{self, Change};
+use tcp_info::record::{
+    ArchivalRecord, BuildError, INET_DIAG_MAX_TYPE, ParsedPayload, RAW_IDM_LEN, Timestamp,
+};
+use tcp_info::snapshot::Snapshot;
 
 fuzz_target!(|data: &[u8]| {
     let mut from_buffer: Vec<Result<Message<'_>, FrameError>> = Vec::new();
@@ -103,6 +109,15 @@ fn check_record(msg: &Message<'_>) {
     );
     assert!(!record.is_metadata());
     roundtrip(&record);
+    // Change detection compares the payload in place with the cached record: the same bytes
+    // must be no change.
+    let parsed = ParsedPayload::parse(msg.payload).expect("it built a record");
+    assert_eq!(
+        diff::compare(&parsed, Some(&record)),
+        Ok(Change::NoMajorChange),
+        "a payload compared with its own record"
+    );
+    let _ = Snapshot::decode(&record);
 
     // The same record at a timestamp taken from the header, to exercise the RFC 3339 writer and
     // parser over the whole representable range (invalid combinations are simply skipped).
