@@ -188,9 +188,10 @@ fn model<'a>(msg: &Message<'a>) -> Result<Model<'a>, BuildError> {
             });
         }
         let value = &payload[at + 4..at + usize::from(len)];
+        // The array is sized by every type seen, dropped ones included: min(max type, 38) + 1.
+        highest = highest.max(usize::from(kind.min(38)));
         if kind <= 38 {
             by_type[usize::from(kind)] = Some(value);
-            highest = highest.max(usize::from(kind));
         } else {
             dropped = dropped.saturating_add(1);
         }
