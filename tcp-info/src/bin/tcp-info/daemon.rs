@@ -46,9 +46,10 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the pipeline does housekeeping (flushes, rotation, metrics export).
 const TICK: Duration = Duration::from_millis(100);
-/// Receive buffer of the destroy listener: room for about 20 000 notifications arriving at
-/// once (≈1.5 KB each), so that a mass close loses no final record. Memory is only used while
-/// notifications wait; without CAP_NET_ADMIN the kernel caps it at `net.core.rmem_max`.
+/// Receive buffer of the destroy listener, which the kernel doubles (64 MiB effective): room for
+/// about 52 000 notifications arriving at once (≈1.28 KB each), so that a mass close loses no
+/// final record. Memory is only used while notifications wait; without CAP_NET_ADMIN the kernel
+/// caps it at `net.core.rmem_max`.
 const DESTROY_RCVBUF: usize = 32 << 20;
 /// Upper bound on archive files open at once: one per connection written to in the current
 /// rotation period, as upstream; beyond it the least recently written segments are closed (see
