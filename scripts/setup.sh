@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 # A C compiler and libc headers: zstd-sys builds C, and every binary links with cc.
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+# A C++ compiler: libFuzzer (libfuzzer-sys, `cargo xtask fuzz`) is C++.
+command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)

@@ -121,10 +121,12 @@ pub type DropHook = Arc<dyn Fn(DropReason) + Send + Sync>;
 /// Why the server closed a connection without (completely) answering it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropReason {
-    /// A new connection, closed at once: every slot was busy (nothing to evict).
+    /// A new connection, closed at once: every slot was taken and none could be pushed out
+    /// (each being answered, or waiting for its head for less than [`HEAD_GRACE`], or stalled
+    /// for less than [`STALL_GRACE`], or held by a peer with no more slots than the newcomer's).
     Full,
-    /// A new connection, closed at once: its peer already held [`MAX_PER_PEER`] busy
-    /// connections.
+    /// A new connection, closed at once: its peer already held [`MAX_PER_PEER`] connections and
+    /// none of them could be pushed out (as for [`DropReason::Full`]).
     PeerLimit,
     /// An older connection still waiting for its request head, closed to make room.
     EvictedWaiting,
@@ -1248,8 +1250,16 @@ mod tests {
                 s
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(300));
-        let connected = burst.iter().filter(|s| s.peer_addr().is_ok()).count();
+        // On loopback a queued handshake completes at once; a dropped SYN is sent again only
+        // after a second, so polling for 900 ms cannot mistake a dropped one for a slow one.
+        let start = Instant::now();
+        let connected = loop {
+            let connected = burst.iter().filter(|s| s.peer_addr().is_ok()).count();
+            if connected == BURST || start.elapsed() > Duration::from_millis(900) {
+                break connected;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         release.send(()).unwrap();
         assert_eq!(connected, BURST, "the accept queue held {connected}");
         drop(burst);

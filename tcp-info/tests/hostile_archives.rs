@@ -2,8 +2,9 @@
 //! `csvtool` binary and to the library's `ArchiveReader`. Whatever the input, both must end with
 //! a clear error naming the file and line (csvtool: exit status 1, never a panic) after the
 //! well-formed lines before the damage (csvtool prints rows as it reads), or read it whole if it
-//! is valid — in bounded memory: csvtool's peak RSS is measured (`VmHWM` in
-//! `/proc/<pid>/status`, polled) and must stay under [`RSS_LIMIT_KIB`].
+//! is valid — in bounded memory: csvtool runs under an address-space limit
+//! ([`ADDRESS_SPACE_LIMIT`]), and its peak RSS (`VmHWM` in `/proc/<pid>/status`, polled) must
+//! stay under [`RSS_LIMIT_KIB`].
 //!
 //! What the tools must do is computed independently of the reader: an independent zstd decoder
 //! (with the reader's window limit and read size) gives the bytes a damaged stream yields before
@@ -20,6 +21,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{Cursor, Read, Write};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -33,6 +35,10 @@ const CSVTOOL: &str = env!("CARGO_BIN_EXE_csvtool");
 const FIXTURE: &str = "ndt-7hhhv_1559749627_0000000000062D84.00000.jsonl.zst";
 /// Peak resident memory csvtool may use on any input, in KiB.
 const RSS_LIMIT_KIB: u64 = 64 << 10;
+/// csvtool's address space (`RLIMIT_AS`): whatever the polling of its RSS sees or misses (a run
+/// of a millisecond), an allocation beyond this fails, and csvtool aborts instead of exiting with
+/// the status and message each test expects. A debug build reads the fixtures within 64 MiB.
+const ADDRESS_SPACE_LIMIT: libc::rlim_t = 128 << 20;
 /// The read size of the reader's line buffer over the decoder, which the independent decoder
 /// copies: how much a corrupt stream yields before its error depends on it.
 const READ_SIZE: usize = 64 * 1024;
@@ -358,7 +364,22 @@ struct Run {
 /// `keep_stdout` (else only counted), polling its `VmHWM` until it exits.
 fn csvtool(args: &[&OsStr], stdin: Option<Vec<u8>>, keep_stdout: bool) -> Run {
     let start = Instant::now();
-    let mut child = Command::new(CSVTOOL)
+    let mut command = Command::new(CSVTOOL);
+    // SAFETY: setrlimit is async-signal-safe, and the closure touches nothing else.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: ADDRESS_SPACE_LIMIT,
+                rlim_max: ADDRESS_SPACE_LIMIT,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &raw const limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = command
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()

@@ -82,7 +82,13 @@ struct ModeResult {
     problems: Vec<String>,
 }
 
+/// `cargo xtask soak`: soaks every mode of `--modes` side by side, writes the report, the plots
+/// and the samples, and fails if any mode grew or lost something.
 pub fn run(args: &SoakArgs, interrupt: &Interrupt) -> anyhow::Result<()> {
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if !positive(args.minutes) || !positive(args.sample_secs) {
+        bail!("--minutes and --sample-secs must be positive numbers");
+    }
     let root = crate::workspace_root();
     let daemon = DaemonBinary::locate(args.tcp_info_bin.as_deref(), &root)
         .found

@@ -430,8 +430,24 @@ mod tests {
             let task = tokio::spawn(task.run());
             peer.writable().await.unwrap();
             peer.try_write(b"stray bytes").unwrap();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            assert!(!task.is_finished(), "data from a client is not a hang-up");
+            // Data from a client is not a hang-up: a line offered after it still arrives.
+            assert_eq!(handle.offer(&Arc::from(&b"after\n"[..])), Offer::Queued);
+            let mut got = Vec::new();
+            while !got.ends_with(b"\n") {
+                tokio::time::timeout(Duration::from_secs(5), peer.readable())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let mut buf = [0u8; 64];
+                match peer.try_read(&mut buf) {
+                    Ok(0) => panic!("the client was closed after stray bytes"),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!(got, b"after\n");
+            assert!(!task.is_finished());
             drop(peer);
             tokio::time::timeout(Duration::from_secs(5), task)
                 .await

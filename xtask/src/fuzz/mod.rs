@@ -58,6 +58,8 @@ struct Outcome {
     failed: bool,
 }
 
+/// `cargo xtask fuzz`: builds every target, seeds and runs the chosen ones, prints a table of
+/// executions, coverage and corpus size, and fails if any target found something.
 pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
     let root = crate::workspace_root();
     let fuzz = root.join("fuzz");
@@ -80,6 +82,16 @@ pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
                 TARGETS.join(", ")
             );
         }
+    }
+    let nightly = Command::new("rustc")
+        .arg(format!("+{NIGHTLY}"))
+        .arg("--version")
+        .output();
+    if !nightly.is_ok_and(|o| o.status.success()) {
+        bail!(
+            "no {NIGHTLY} toolchain (libFuzzer needs its sanitizer flags): run `cargo xtask \
+             build-ebpf`, which installs it, or `rustup toolchain install {NIGHTLY}`"
+        );
     }
     ensure_cargo_fuzz()?;
     let corpus = fuzz.join("corpus");
