@@ -4,7 +4,9 @@
 //! no file is overwritten or reused, and each connection still open continues in a new segment.
 //!
 //! What a crash can lose is what was not yet on disk: the records buffered since the last flush
-//! (at most `-flush-interval` of them) and the frame being written. Every complete line stays.
+//! (per connection, at most one `-flush-interval` of them plus the 100 ms housekeeping tick, or
+//! 64 KiB, whichever comes first: SPEC §12 D17) and the frame being written. Every complete
+//! line stays.
 //! The moments are random; the seed is printed, and `TCP_INFO_CRASH_SEED` replays a run.
 #![expect(
     clippy::unwrap_used,
