@@ -5,7 +5,8 @@
 //!
 //! **The loss bound** (the saver's module documentation): what is lost is exactly the
 //! snapshots whose frame or file failed — per connection, the records buffered when one of its
-//! writes failed (at most one `-flush-interval` of them, plus the pipeline's 100 ms tick) and
+//! writes failed (one `-flush-interval` of them plus the pipeline's 100 ms tick, or 64 KiB,
+//! whichever comes first) and
 //! every record it gets while its writes keep failing; nothing buffered before, nothing after
 //! a write succeeds again. Each lost snapshot is counted once in
 //! `tcpinfo_saver_snapshots_lost_total`. So once every connection ended, the snapshot lines in
