@@ -5,7 +5,7 @@
 //! the rest carry up to 2 KiB of request and up to 256 KiB of reply. Sizes come from a seeded
 //! generator, so a run is reproducible.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read as _, Write as _};
 use std::net::{Shutdown, SocketAddrV4, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -134,12 +134,18 @@ impl ShortRunner {
             .server
             .join()
             .map_err(|_| anyhow::anyhow!("short-connection server panicked"))??;
-        let mut by_peer: HashMap<SocketAddrV4, ServerRec> =
-            servers.into_iter().map(|s| (s.peer, s)).collect();
+        // A client port comes back once the ephemeral range wraps (an hour-long soak makes
+        // 180 000 connections from 8 addresses): both sides are handled one connection at a
+        // time, in order, so the n-th client connection from a port is the n-th the server
+        // accepted from it. (Keyed by port alone, the later ones lost their server side.)
+        let mut by_peer: HashMap<SocketAddrV4, VecDeque<ServerRec>> = HashMap::new();
+        for server in servers {
+            by_peer.entry(server.peer).or_default().push_back(server);
+        }
         Ok(clients
             .into_iter()
             .map(|c| {
-                let s = by_peer.remove(&c.local);
+                let s = by_peer.get_mut(&c.local).and_then(VecDeque::pop_front);
                 ConnTruth {
                     class: ConnClass::Short,
                     client: c.local,
