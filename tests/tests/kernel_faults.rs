@@ -43,6 +43,7 @@ use tcp_info::events::{Decoded, EventKind, FlowEvent};
 use tcp_info::tcpinfo::TcpInfo;
 use tcp_info_tests::events::EventReader;
 use tcp_info_tests::exposition::Exposition;
+use tcp_info_tests::sockets::set_linger_zero;
 use tcp_info_tests::{Daemon, NetPair, Setup, archive, faults, netns, wait_for};
 
 /// The storm's address, on the daemon namespace's `lo` (both ends of every storm connection
@@ -68,28 +69,6 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Makes closing `stream` reset the connection (`SO_LINGER` 0): no FIN, no TIME_WAIT.
-fn linger_zero(stream: &impl AsRawFd) -> Result<()> {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on an open socket with a valid `linger` of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            std::ptr::from_ref(&linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("SO_LINGER 0");
-    }
-    Ok(())
 }
 
 /// Adds [`STORM_IP`] to the `lo` of the daemon's namespace.
@@ -148,7 +127,7 @@ fn storm(net: &NetPair, count: usize) -> Result<Duration> {
         let start = Instant::now();
         let made = (0..count).try_for_each(|_| {
             let client = TcpStream::connect(addr).context("storm connection")?;
-            linger_zero(&client)
+            set_linger_zero(&client)
         });
         // The last handshakes reach the accept queue within the connect calls; a moment more
         // for the acceptor to drain it.
@@ -430,7 +409,7 @@ fn destroy_listener_overrun_while_stopped_closes_only_what_closed() {
     }
     // The known connections that close now lose their notifications too.
     for conn in doomed {
-        linger_zero(&conn.server).unwrap();
+        set_linger_zero(&conn.server).unwrap();
         drop(conn);
     }
     // Their tcp_info changes while the daemon is stopped: recorded after it resumes.

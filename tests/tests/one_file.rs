@@ -9,12 +9,12 @@
 )]
 
 use std::io::{Read as _, Write as _};
-use std::os::fd::AsRawFd as _;
 use std::time::Duration;
 
 use tcp_info::events::{Decoded, EventKind, FlowEvent};
 use tcp_info::wire::inet_diag::{InetDiagMsg, state};
 use tcp_info_tests::events::EventReader;
+use tcp_info_tests::sockets::set_linger_zero;
 use tcp_info_tests::{Setup, archive, traffic};
 
 /// The Open and Close events seen for `uuid`.
@@ -54,24 +54,6 @@ fn assert_one_file(setup: &Setup, reader: &EventReader, cookie: u64, timeout: Du
         (1, 1),
         "Open and Close events of {uuid}"
     );
-}
-
-fn set_linger_zero(stream: &std::net::TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket descriptor and a correctly sized `linger` value.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            std::ptr::from_ref(&linger).cast(),
-            size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
 }
 
 /// A connection quiet for 90 s between two exchanges stays in one file (upstream splits only
@@ -127,7 +109,7 @@ fn a_socket_held_in_close_for_two_seconds_keeps_one_file() {
     server.write_all(b"hello").unwrap();
     std::thread::sleep(Duration::from_millis(200));
     // An abortive close: the client sends RST, the server's socket moves to CLOSE.
-    set_linger_zero(&client);
+    set_linger_zero(&client).unwrap();
     drop(client);
     let err = server
         .read(&mut [0; 16])
