@@ -1,7 +1,9 @@
 //! Event-socket clients (SPEC §7): one that reads every line on a background thread, and one
 //! that connects and never reads.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
+use std::net::Shutdown;
 use std::os::fd::AsRawFd as _;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -10,7 +12,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
+use tcp_info::events::{Decoded, EventKind, FlowEvent};
+
+use crate::{Setup, traffic};
 
 /// One received line (without its `\n`) and when it arrived.
 #[derive(Debug, Clone)]
@@ -183,4 +188,56 @@ pub fn unread_bytes(stream: &UnixStream) -> Result<usize> {
         return Err(std::io::Error::last_os_error()).context("FIONREAD");
     }
     Ok(n as usize)
+}
+
+/// When each UUID's Close event arrived, among `lines`.
+pub fn close_times(lines: &[Line]) -> BTreeMap<String, Instant> {
+    lines
+        .iter()
+        .filter_map(|l| match FlowEvent::decode(l.text.as_bytes()) {
+            Ok(Decoded::Event(e)) if e.kind == EventKind::Close => Some((e.uuid, l.at)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Makes `probes` short connections in `setup`, one after the other, and returns the worst
+/// time from a connection's end to its Close event reaching `reader` (waiting up to `timeout`
+/// for them all): the daemon's close latency, for tests that load it otherwise.
+pub fn worst_close_latency(
+    setup: &Setup,
+    reader: &EventReader,
+    probes: usize,
+    timeout: Duration,
+) -> Result<Duration> {
+    let listener = setup.net.listen()?;
+    let mut ended = Vec::new();
+    for _ in 0..probes {
+        let (mut client, mut server, cookie) = setup.connected(&listener)?;
+        client.shutdown(Shutdown::Write)?;
+        ensure!(
+            traffic::drain(&mut server)? == 0,
+            "a probe's server got data"
+        );
+        drop(server);
+        ensure!(
+            traffic::drain(&mut client)? == 0,
+            "a probe's client got data"
+        );
+        ended.push((setup.uuid(cookie), Instant::now()));
+    }
+    let lines = reader.wait_until(timeout, "the Close of every probe connection", |lines| {
+        let closed = close_times(lines);
+        ended.iter().all(|(uuid, _)| closed.contains_key(uuid))
+    })?;
+    let closed = close_times(&lines);
+    Ok(ended
+        .iter()
+        .filter_map(|(uuid, end)| {
+            closed
+                .get(uuid)
+                .map(|at| at.saturating_duration_since(*end))
+        })
+        .max()
+        .unwrap_or_default())
 }

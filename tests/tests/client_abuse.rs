@@ -23,19 +23,19 @@
     reason = "test helpers: a failure should fail the test where it happens"
 )]
 
-use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tcp_info::events::{Decoded, EventKind, EventServerConfig, FlowEvent};
+use tcp_info::events::EventServerConfig;
 use tcp_info::http::MAX_CONNECTIONS;
-use tcp_info_tests::events::{EventReader, Line, connect_stalled};
+use tcp_info_tests::events::worst_close_latency;
+use tcp_info_tests::events::{EventReader, connect_stalled};
 use tcp_info_tests::sockets::{connect_from, set_linger_zero};
-use tcp_info_tests::{Setup, raise_nofile, thread_count, traffic, wait_for};
+use tcp_info_tests::{Setup, raise_nofile, thread_count, wait_for};
 
 /// How long the attack lasts.
 const ABUSE: Duration = Duration::from_secs(10);
@@ -66,48 +66,6 @@ const STORM: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
 
 /// One scrape: how long it took and its status, or why it failed.
 type Scrape = (Duration, Result<u16, String>);
-
-/// Makes `PROBES` short connections one after the other and returns the worst time from a
-/// connection's end to its Close event reaching `reader`.
-fn worst_close_latency(setup: &Setup, reader: &EventReader) -> Duration {
-    let listener: TcpListener = setup.net.listen().unwrap();
-    let mut ended = Vec::new();
-    for _ in 0..PROBES {
-        let (mut client, mut server, cookie) = setup.connected(&listener).unwrap();
-        client.shutdown(Shutdown::Write).unwrap();
-        assert_eq!(traffic::drain(&mut server).unwrap(), 0);
-        drop(server);
-        assert_eq!(traffic::drain(&mut client).unwrap(), 0);
-        ended.push((setup.uuid(cookie), Instant::now()));
-    }
-    let lines = reader
-        .wait_until(
-            Duration::from_secs(30),
-            "the Close of every probe connection",
-            |lines| {
-                let closed = closes(lines);
-                ended.iter().all(|(uuid, _)| closed.contains_key(uuid))
-            },
-        )
-        .unwrap();
-    let closed = closes(&lines);
-    ended
-        .iter()
-        .map(|(uuid, end)| closed[uuid].saturating_duration_since(*end))
-        .max()
-        .unwrap_or_default()
-}
-
-/// When each UUID's Close arrived.
-fn closes(lines: &[Line]) -> BTreeMap<String, Instant> {
-    lines
-        .iter()
-        .filter_map(|l| match FlowEvent::decode(l.text.as_bytes()) {
-            Ok(Decoded::Event(e)) if e.kind == EventKind::Close => Some((e.uuid, l.at)),
-            _ => None,
-        })
-        .collect()
-}
 
 /// The daemon's open descriptors.
 fn fd_count(pid: u32) -> usize {
@@ -293,7 +251,8 @@ fn clients_that_abuse_the_endpoints_do_not_slow_collection_or_scrapes() {
     };
     let sock = setup.event_socket();
 
-    let close_before = worst_close_latency(&setup, &reader);
+    let close_before =
+        worst_close_latency(&setup, &reader, PROBES, Duration::from_secs(30)).unwrap();
     let (threads_before, fds_before, rss_before) =
         (thread_count(pid).unwrap(), fd_count(pid), rss_kib(pid));
     let clean_scrape = setup
@@ -320,7 +279,8 @@ fn clients_that_abuse_the_endpoints_do_not_slow_collection_or_scrapes() {
         let start = Instant::now();
         // Let every attacker get going, then measure collection while they run.
         std::thread::sleep(Duration::from_secs(1));
-        let close_during = worst_close_latency(&setup, &reader);
+        let close_during =
+            worst_close_latency(&setup, &reader, PROBES, Duration::from_secs(30)).unwrap();
         let mut peak = (0, 0, 0);
         while start.elapsed() < ABUSE {
             peak.0 = peak.0.max(thread_count(pid).unwrap());
@@ -451,7 +411,7 @@ fn clients_that_abuse_the_endpoints_do_not_slow_collection_or_scrapes() {
     .unwrap();
     // ...a new event client gets connections' events at the usual pace...
     let fresh = EventReader::connect(&sock, Duration::from_secs(5)).unwrap();
-    let close_after = worst_close_latency(&setup, &fresh);
+    let close_after = worst_close_latency(&setup, &fresh, PROBES, Duration::from_secs(30)).unwrap();
     eprintln!("Close latency after the attack: {close_after:?}");
     assert!(
         close_after < WORST_CLOSE,

@@ -1,66 +1,19 @@
 //! The event socket under a flood of clients: 5 000 local connections to it. The daemon's
 //! thread count stays bounded (a task per client, not a thread), clients over the cap are
 //! refused cleanly (closed at once, counted), and collection goes on at its usual pace.
-#![expect(
-    clippy::unwrap_used,
-    reason = "test helpers: a failure should fail the test where it happens"
-)]
 
-use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read as _};
-use std::net::{Shutdown, TcpListener};
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tcp_info::events::{Decoded, EventKind, EventServerConfig, FlowEvent};
+use tcp_info::events::EventServerConfig;
 use tcp_info_tests::events::EventReader;
-use tcp_info_tests::{Setup, raise_nofile, thread_count, traffic, wait_for};
+use tcp_info_tests::events::worst_close_latency;
+use tcp_info_tests::{Setup, raise_nofile, thread_count, wait_for};
 
 const CLIENTS: usize = 5_000;
 /// Short connections whose Close latency is measured before and during the flood.
 const PROBES: usize = 20;
-
-/// Makes `PROBES` short connections one after the other and returns the worst time from a
-/// connection's end to its Close event reaching `reader`.
-fn worst_close_latency(setup: &Setup, reader: &EventReader) -> Duration {
-    let listener: TcpListener = setup.net.listen().unwrap();
-    let mut ended = Vec::new();
-    for _ in 0..PROBES {
-        let (mut client, mut server, cookie) = setup.connected(&listener).unwrap();
-        client.shutdown(Shutdown::Write).unwrap();
-        assert_eq!(traffic::drain(&mut server).unwrap(), 0);
-        drop(server);
-        assert_eq!(traffic::drain(&mut client).unwrap(), 0);
-        ended.push((setup.uuid(cookie), Instant::now()));
-    }
-    let lines = reader
-        .wait_until(
-            Duration::from_secs(20),
-            "the Close of every probe connection",
-            |lines| {
-                let closed = closes(lines);
-                ended.iter().all(|(uuid, _)| closed.contains_key(uuid))
-            },
-        )
-        .unwrap();
-    let closed = closes(&lines);
-    ended
-        .iter()
-        .map(|(uuid, end)| closed[uuid].saturating_duration_since(*end))
-        .max()
-        .unwrap_or_default()
-}
-
-/// When each UUID's Close arrived.
-fn closes(lines: &[tcp_info_tests::events::Line]) -> BTreeMap<String, Instant> {
-    lines
-        .iter()
-        .filter_map(|l| match FlowEvent::decode(l.text.as_bytes()) {
-            Ok(Decoded::Event(e)) if e.kind == EventKind::Close => Some((e.uuid, l.at)),
-            _ => None,
-        })
-        .collect()
-}
 
 #[test]
 fn five_thousand_clients_are_capped_without_threads_or_slowdown() {
@@ -76,7 +29,7 @@ fn five_thousand_clients_are_capped_without_threads_or_slowdown() {
     );
     let (mut daemon, reader) = setup.start_with_events(&[]).unwrap();
     let pid = daemon.pid().unwrap();
-    let before = worst_close_latency(&setup, &reader);
+    let before = worst_close_latency(&setup, &reader, PROBES, Duration::from_secs(20)).unwrap();
     let threads_before = thread_count(pid).unwrap();
 
     let sock = setup.event_socket();
@@ -126,7 +79,7 @@ fn five_thousand_clients_are_capped_without_threads_or_slowdown() {
     );
 
     // Collection and delivery go on at their usual pace with every slot taken.
-    let during = worst_close_latency(&setup, &reader);
+    let during = worst_close_latency(&setup, &reader, PROBES, Duration::from_secs(20)).unwrap();
     eprintln!("worst Close latency: {before:?} before the flood, {during:?} during");
     assert!(
         during < Duration::from_secs(2),
