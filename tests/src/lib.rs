@@ -9,6 +9,7 @@
 //! vacuously — except when `CI=true`, where they fail instead.
 
 pub mod archive;
+pub mod conn;
 pub mod daemon;
 pub mod events;
 pub mod exposition;

@@ -15,8 +15,7 @@
 //! strict decoding, `zstd -t`, the ETL's acceptance, Metadata matching the name).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -27,6 +26,7 @@ use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use tcp_info::events::{Decoded, EventKind, FlowEvent};
 use tcp_info::record::Timestamp;
 use tcp_info_tests::archive::{self, ArchiveFile};
+use tcp_info_tests::conn::Conn;
 use tcp_info_tests::events::EventReader;
 use tcp_info_tests::faults::{self, Tmpfs};
 use tcp_info_tests::{Daemon, Setup, wait_for};
@@ -45,43 +45,6 @@ const SLACK: Duration = Duration::from_secs(2);
 const MAX_GAP: Duration = Duration::from_secs(2);
 /// Generous bound on anything the tests wait for.
 const WAIT: Duration = Duration::from_secs(30);
-
-/// One connection of the test, from the client namespace to the server one: the daemon records
-/// the server end.
-#[derive(Debug)]
-struct Conn {
-    client: TcpStream,
-    server: TcpStream,
-    cookie: u64,
-}
-
-impl Conn {
-    fn open(setup: &Setup, listener: &TcpListener) -> Result<Self> {
-        let (client, server, cookie) = setup.connected(listener)?;
-        for s in [&client, &server] {
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            s.set_write_timeout(Some(Duration::from_secs(10)))?;
-        }
-        let mut conn = Self {
-            client,
-            server,
-            cookie,
-        };
-        conn.exchange()?;
-        Ok(conn)
-    }
-
-    /// A request and its answer: the server socket's counters change, so the daemon takes a
-    /// record of it at its next poll (or mark).
-    fn exchange(&mut self) -> Result<()> {
-        let mut buf = [0_u8; 100];
-        self.client.write_all(&[1; 100])?;
-        self.server.read_exact(&mut buf)?;
-        self.server.write_all(&[2; 100])?;
-        self.client.read_exact(&mut buf)?;
-        Ok(())
-    }
-}
 
 /// Exchanges on every connection it holds every 30 ms, on a thread, so that each of them has
 /// a continuous stream of records.
@@ -104,7 +67,7 @@ impl Pump {
                         .unwrap_or_else(PoisonError::into_inner)
                         .iter_mut()
                     {
-                        conn.exchange()
+                        conn.exchange(100)
                             .with_context(|| format!("pumping cookie {:016X}", conn.cookie))?;
                     }
                     std::thread::sleep(Duration::from_millis(30));
@@ -638,7 +601,7 @@ fn a_read_only_output_loses_only_counted_records_and_writing_resumes() {
     let mut old = Vec::new();
     for _ in 0..2 {
         let mut conn = Conn::open(&setup, &listener).unwrap();
-        conn.exchange().unwrap();
+        conn.exchange(100).unwrap();
         old.push(conn);
     }
     let old_cookies: Vec<u64> = old.iter().map(|c| c.cookie).collect();
@@ -831,7 +794,7 @@ fn running_out_of_descriptors_evicts_archives_and_recovers() {
         if last_round.elapsed() > Duration::from_millis(300) {
             last_round = Instant::now();
             for conn in &mut conns {
-                conn.exchange()?;
+                conn.exchange(100)?;
             }
         }
         let c = counters(&setup, &mut daemon)?;
@@ -856,7 +819,7 @@ fn running_out_of_descriptors_evicts_archives_and_recovers() {
     let mut handled = low.snapshots;
     for round in 0..4 {
         for conn in &mut conns {
-            conn.exchange().unwrap();
+            conn.exchange(100).unwrap();
         }
         let c = wait_for(WAIT, "a round of records handled", || {
             let c = counters(&setup, &mut daemon)?;
@@ -883,7 +846,7 @@ fn running_out_of_descriptors_evicts_archives_and_recovers() {
         if last_round.elapsed() > Duration::from_millis(300) {
             last_round = Instant::now();
             for conn in &mut conns {
-                conn.exchange()?;
+                conn.exchange(100)?;
             }
         }
         let c = counters(&setup, &mut daemon)?;
@@ -891,7 +854,7 @@ fn running_out_of_descriptors_evicts_archives_and_recovers() {
     })
     .unwrap();
     for conn in &mut conns {
-        conn.exchange().unwrap();
+        conn.exchange(100).unwrap();
     }
     let steady = wait_for(WAIT, "a round of records after the raise", || {
         let c = counters(&setup, &mut daemon)?;

@@ -30,7 +30,7 @@
 //!   `pipeline::tests::an_overrun_of_confirming_queries_is_counted_and_closes_only_what_went_away`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use tcp_info::events::{Decoded, EventKind, FlowEvent};
-use tcp_info::tcpinfo::TcpInfo;
+use tcp_info_tests::conn::Conn;
 use tcp_info_tests::events::EventReader;
 use tcp_info_tests::exposition::Exposition;
 use tcp_info_tests::sockets::set_linger_zero;
@@ -230,66 +230,6 @@ fn destroy_listener_queue(pid: u32) -> Result<ListenerQueue> {
         [one] => Ok(*one),
         _ => bail!("{} destroy listeners in {path}:\n{text}", rows.len()),
     }
-}
-
-/// One connection from the client namespace, the server end recorded by the daemon.
-struct Conn {
-    client: TcpStream,
-    server: TcpStream,
-    cookie: u64,
-}
-
-impl Conn {
-    fn open(setup: &Setup, listener: &TcpListener) -> Result<Self> {
-        let (client, server, cookie) = setup.connected(listener)?;
-        for s in [&client, &server] {
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            s.set_write_timeout(Some(Duration::from_secs(10)))?;
-        }
-        let mut conn = Self {
-            client,
-            server,
-            cookie,
-        };
-        conn.exchange(100)?;
-        Ok(conn)
-    }
-
-    /// `len` bytes each way: the server end's counters change.
-    fn exchange(&mut self, len: usize) -> Result<()> {
-        let mut buf = vec![0; len];
-        self.client.write_all(&buf)?;
-        self.server.read_exact(&mut buf)?;
-        self.server.write_all(&buf)?;
-        self.client.read_exact(&mut buf)?;
-        Ok(())
-    }
-
-    /// The server end's `(bytes_acked, bytes_received)` now, as the kernel counts them.
-    fn counters(&self) -> Result<(u64, u64)> {
-        let info = tcp_info_of(&self.server)?;
-        Ok((info.bytes_acked, info.bytes_received))
-    }
-}
-
-/// `getsockopt(TCP_INFO)`, decoded as the daemon decodes the kernel's `tcp_info`.
-fn tcp_info_of(stream: &TcpStream) -> Result<TcpInfo> {
-    let mut buf = [0u8; 512];
-    let mut len = libc::socklen_t::try_from(buf.len())?;
-    // SAFETY: TCP_INFO writes at most `len` bytes into `buf`.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            buf.as_mut_ptr().cast(),
-            &raw mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("getsockopt(TCP_INFO)");
-    }
-    Ok(TcpInfo::decode(&buf[..usize::try_from(len)?]))
 }
 
 /// The events received so far, per UUID, in order.
