@@ -223,6 +223,30 @@ fn has_snapshot_after(files: &[ArchiveFile], since: Timestamp, min_seq: u32) -> 
     })
 }
 
+/// Waits until writing has resumed after a fault that began before `since`: each of `old`
+/// (connections that had a file before the fault, which was given up) has a snapshot taken
+/// after `since` in a later segment, and each of `new` (opened during or after the fault) one
+/// in any segment. The pump keeps every connection busy meanwhile.
+fn wait_resumed(
+    root: &Path,
+    pump: &mut Pump,
+    since: Timestamp,
+    old: &[u64],
+    new: &[u64],
+) -> Result<()> {
+    wait_for(WAIT, "writing resumed for every connection", || {
+        pump.check()?;
+        let wanted = old.iter().map(|c| (c, 1)).chain(new.iter().map(|c| (c, 0)));
+        for (&cookie, min_seq) in wanted {
+            match files_now(root, cookie)? {
+                Some(files) if has_snapshot_after(&files, since, min_seq) => {}
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(()))
+    })
+}
+
 fn nanos(d: Duration) -> i128 {
     i128::try_from(d.as_nanos()).unwrap_or(i128::MAX)
 }
@@ -475,23 +499,8 @@ fn a_full_disk_loses_only_counted_records_and_writing_resumes() {
     let after = Conn::open(&setup, &listener).unwrap();
     let after_cookie = after.cookie;
     pump.add(after);
-    wait_for(WAIT, "writing resumed for every connection", || {
-        pump.check()?;
-        for &cookie in &old {
-            match files_now(&root, cookie)? {
-                Some(files) if has_snapshot_after(&files, freed, 1) => {}
-                _ => return Ok(None),
-            }
-        }
-        for &cookie in during.iter().chain([&after_cookie]) {
-            match files_now(&root, cookie)? {
-                Some(files) if has_snapshot_after(&files, freed, 0) => {}
-                _ => return Ok(None),
-            }
-        }
-        Ok(Some(()))
-    })
-    .unwrap();
+    let new = [during.as_slice(), &[after_cookie]].concat();
+    wait_resumed(&root, &mut pump, freed, &old, &new).unwrap();
     alive(&mut daemon).unwrap();
 
     eprintln!("resumed after {:?}", t0.elapsed());
@@ -667,22 +676,13 @@ fn a_read_only_output_loses_only_counted_records_and_writing_resumes() {
     let after = Conn::open(&setup, &listener).unwrap();
     let after_cookie = after.cookie;
     pump.add(after);
-    wait_for(WAIT, "writing resumed for every connection", || {
-        pump.check()?;
-        for &cookie in &old_cookies {
-            match files_now(&root, cookie)? {
-                Some(files) if has_snapshot_after(&files, writable, 1) => {}
-                _ => return Ok(None),
-            }
-        }
-        for cookie in [during_cookie, after_cookie] {
-            match files_now(&root, cookie)? {
-                Some(files) if has_snapshot_after(&files, writable, 0) => {}
-                _ => return Ok(None),
-            }
-        }
-        Ok(Some(()))
-    })
+    wait_resumed(
+        &root,
+        &mut pump,
+        writable,
+        &old_cookies,
+        &[during_cookie, after_cookie],
+    )
     .unwrap();
     alive(&mut daemon).unwrap();
     eprintln!("resumed after {:?}", t0.elapsed());
