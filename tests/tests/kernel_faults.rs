@@ -43,7 +43,7 @@ use tcp_info::events::{Decoded, EventKind, FlowEvent};
 use tcp_info_tests::conn::Conn;
 use tcp_info_tests::events::EventReader;
 use tcp_info_tests::exposition::Exposition;
-use tcp_info_tests::sockets::set_linger_zero;
+use tcp_info_tests::sockets::{set_linger_zero, socket_cookie};
 use tcp_info_tests::{Daemon, NetPair, Setup, archive, faults, netns, wait_for};
 
 /// The storm's address, on the daemon namespace's `lo` (both ends of every storm connection
@@ -71,13 +71,38 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Adds [`STORM_IP`] to the `lo` of the daemon's namespace.
-fn add_storm_address(net: &NetPair) -> Result<()> {
+/// Which of the test's two namespaces something happens in: the daemon's (the server side) or
+/// the other one (the client side, which a daemon run with `--netns` paths may also watch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Server,
+    Client,
+}
+
+impl Side {
+    fn name(self, net: &NetPair) -> &str {
+        match self {
+            Self::Server => net.server_ns(),
+            Self::Client => net.client_ns(),
+        }
+    }
+
+    /// Runs `f` on a thread inside this side's namespace.
+    fn enter<T: Send>(self, net: &NetPair, f: impl FnOnce() -> T + Send) -> Result<T> {
+        match self {
+            Self::Server => net.in_server(f),
+            Self::Client => net.in_client(f),
+        }
+    }
+}
+
+/// Adds [`STORM_IP`] to the `lo` of `side`'s namespace.
+fn add_storm_address(net: &NetPair, side: Side) -> Result<()> {
     netns::run(
         "ip",
         &[
             "-n",
-            net.server_ns(),
+            side.name(net),
             "addr",
             "add",
             &format!("{STORM_IP}/32"),
@@ -88,12 +113,12 @@ fn add_storm_address(net: &NetPair) -> Result<()> {
     Ok(())
 }
 
-/// A storm of `count` short connections in the daemon's namespace, on [`STORM_IP`]: each is
+/// A storm of `count` short connections in `side`'s namespace, on [`STORM_IP`]: each is
 /// connected, accepted and reset by its client (no TIME_WAIT, so ports are reused at once), so
 /// it destroys two sockets (two destroy notifications) and makes two marks (at least one of
 /// each if its server end was never made). Returns how long it took.
-fn storm(net: &NetPair, count: usize) -> Result<Duration> {
-    net.in_server(|| -> Result<Duration> {
+fn storm(net: &NetPair, side: Side, count: usize) -> Result<Duration> {
+    side.enter(net, || -> Result<Duration> {
         let listener = TcpListener::bind(SocketAddr::new(IpAddr::V4(STORM_IP), 0))?;
         // A deeper accept queue than std's 128: a full one delays handshakes by milliseconds.
         // SAFETY: listen(2) again on a listening socket only changes its backlog.
@@ -201,8 +226,9 @@ fn kill(pid: u32, signal: libc::c_int) -> Result<()> {
     Ok(())
 }
 
-/// The daemon's destroy listener as `/proc/<pid>/net/netlink` shows it: a `NETLINK_SOCK_DIAG`
-/// socket (protocol 4) in groups 1 and 3 (mask 5), alone of its kind in the test's namespace.
+/// The daemon's destroy listener in `side`'s namespace as `/proc/thread-self/net/netlink` shows
+/// it there: a `NETLINK_SOCK_DIAG` socket (protocol 4) in groups 1 and 3 (mask 5), alone of its
+/// kind in the test's namespace.
 #[derive(Debug, Clone, Copy)]
 struct ListenerQueue {
     /// Bytes queued (`sk_rmem_alloc`).
@@ -211,9 +237,11 @@ struct ListenerQueue {
     drops: u64,
 }
 
-fn destroy_listener_queue(pid: u32) -> Result<ListenerQueue> {
-    let path = format!("/proc/{pid}/net/netlink");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+fn destroy_listener_queue(net: &NetPair, side: Side) -> Result<ListenerQueue> {
+    let path = "/proc/thread-self/net/netlink";
+    let text = side
+        .enter(net, || std::fs::read_to_string(path))?
+        .with_context(|| format!("reading {path} in {}", side.name(net)))?;
     let rows: Vec<ListenerQueue> = text
         .lines()
         .skip(1)
@@ -292,6 +320,56 @@ fn wait_recorded(
     })
 }
 
+/// Stops the daemon and storms in `side`'s namespace until the daemon's destroy listener there
+/// drops notifications — from then on its queue is congested and every notification is
+/// dropped until the daemon has read them all — or until the storm surely overflows it (two
+/// notifications a connection, about 1.3 KB of buffer each; the kernel sends notifications
+/// from a workqueue, which may lag behind). Then runs `while_overflowing` (connections closed
+/// there lose their notifications), waits until every notification queued for the workqueue
+/// is sent (the listener's queue and drops have stopped growing), checks that the listener
+/// dropped some, and resumes the daemon. Returns when it resumed.
+fn overflow_destroy_listener(
+    daemon: &Daemon,
+    net: &NetPair,
+    side: Side,
+    while_overflowing: impl FnOnce() -> Result<()>,
+) -> Result<Instant> {
+    let stopped = Stopped::stop(daemon)?;
+    let stop_started = Instant::now();
+    let before = destroy_listener_queue(net, side)?;
+    let (mut storm_connections, mut storm_time) = (0_usize, Duration::ZERO);
+    while destroy_listener_queue(net, side)?.drops == before.drops && storm_connections < 40_000 {
+        storm_time += storm(net, side, 5_000)?;
+        storm_connections += 5_000;
+    }
+    while_overflowing()?;
+    let mut last = destroy_listener_queue(net, side)?;
+    let mut stable_since = Instant::now();
+    let full = wait_for(WAIT, "the destroy notifications all sent", || {
+        let now = destroy_listener_queue(net, side)?;
+        if (now.rmem, now.drops) != (last.rmem, last.drops) {
+            (last, stable_since) = (now, Instant::now());
+        }
+        Ok((stable_since.elapsed() > Duration::from_secs(2)).then_some(now))
+    })?;
+    ensure!(
+        full.drops > before.drops,
+        "{storm_connections} storm connections did not overflow the destroy listener: {full:?}"
+    );
+    let stopped_for = stop_started.elapsed();
+    stopped.resume()?;
+    eprintln!(
+        "{} mode, {side:?} side: {storm_connections} storm connections in {storm_time:?} \
+         ({:.0}/s) while stopped for {stopped_for:?}; the listener held {} bytes and dropped {} \
+         notifications",
+        tcp_info_tests::mode(),
+        storm_connections as f64 / storm_time.as_secs_f64(),
+        full.rmem,
+        full.drops - before.drops,
+    );
+    Ok(Instant::now())
+}
+
 /// A storm of short connections overflows the destroy listener's receive buffer while the
 /// daemon is stopped, and connections that were known to the daemon close meanwhile, their
 /// notifications lost. After SIGCONT the overrun is counted, every connection that closed is
@@ -306,7 +384,7 @@ fn destroy_listener_overrun_while_stopped_closes_only_what_closed() {
     let Some(setup) = Setup::new("kfdestroy") else {
         return;
     };
-    add_storm_address(&setup.net).unwrap();
+    add_storm_address(&setup.net, Side::Server).unwrap();
     // eBPF mode: safety-net sweeps every second, so that the closes the sweeps reconcile come
     // after the close grace (10 s) rather than after the default 5 s interval as well.
     let (mut daemon, reader) = setup
@@ -335,56 +413,20 @@ fn destroy_listener_overrun_while_stopped_closes_only_what_closed() {
         wait_recorded(&root, conn.cookie, conn.counters().unwrap(), WAIT, "first").unwrap();
     }
 
-    let stopped = Stopped::stop(&daemon).unwrap();
-    let stop_started = Instant::now();
-    // Storm until the daemon's listener drops notifications — from then on its queue is
-    // congested and every notification is dropped until the daemon has read them all — or
-    // until the storm surely overflows it (two notifications a connection, about 1.3 KB of
-    // buffer each): the kernel sends notifications from a workqueue, which may lag behind.
-    let before = destroy_listener_queue(pid).unwrap();
-    let (mut storm_connections, mut storm_time) = (0_usize, Duration::ZERO);
-    while destroy_listener_queue(pid).unwrap().drops == before.drops && storm_connections < 40_000 {
-        storm_time += storm(&setup.net, 5_000).unwrap();
-        storm_connections += 5_000;
-    }
-    // The known connections that close now lose their notifications too.
-    for conn in doomed {
-        set_linger_zero(&conn.server).unwrap();
-        drop(conn);
-    }
-    // Their tcp_info changes while the daemon is stopped: recorded after it resumes.
-    for conn in &mut long_lived {
-        conn.exchange(1000).unwrap();
-    }
-    // Every notification queued for the workqueue is sent (queued or dropped) before the
-    // daemon resumes: the listener's queue and drops have stopped growing. Then the listener
-    // overflowed, and the doomed connections' notifications, sent after the first drop, were
-    // dropped.
-    let mut last = destroy_listener_queue(pid).unwrap();
-    let mut stable_since = Instant::now();
-    let full = wait_for(WAIT, "the destroy notifications all sent", || {
-        let now = destroy_listener_queue(pid)?;
-        if (now.rmem, now.drops) != (last.rmem, last.drops) {
-            (last, stable_since) = (now, Instant::now());
+    // The known connections that close while the listener is overflowing lose their
+    // notifications too; the long-lived ones' tcp_info changes while the daemon is stopped:
+    // recorded after it resumes.
+    let resumed = overflow_destroy_listener(&daemon, &setup.net, Side::Server, || {
+        for conn in doomed {
+            set_linger_zero(&conn.server)?;
+            drop(conn);
         }
-        Ok((stable_since.elapsed() > Duration::from_secs(2)).then_some(now))
+        for conn in &mut long_lived {
+            conn.exchange(1000)?;
+        }
+        Ok(())
     })
     .unwrap();
-    assert!(
-        full.drops > before.drops,
-        "{storm_connections} storm connections did not overflow the destroy listener: {full:?}"
-    );
-    let stopped_for = stop_started.elapsed();
-    stopped.resume().unwrap();
-    let resumed = Instant::now();
-    eprintln!(
-        "{} mode: {storm_connections} storm connections in {storm_time:?} ({:.0}/s) while \
-         stopped for {stopped_for:?}; the listener held {} bytes and dropped {} notifications",
-        tcp_info_tests::mode(),
-        storm_connections as f64 / storm_time.as_secs_f64(),
-        full.rmem,
-        full.drops - before.drops,
-    );
 
     let m = wait_for(WAIT, "the overrun counted", || {
         let m = setup.scrape(&mut daemon)?;
@@ -517,7 +559,7 @@ fn mark_ring_overflow_while_stopped_is_recovered_by_the_safety_net() {
         return;
     };
     let ebpf = tcp_info_tests::mode() == "ebpf";
-    add_storm_address(&setup.net).unwrap();
+    add_storm_address(&setup.net, Side::Server).unwrap();
     let (mut daemon, reader) = setup
         .start_with_events(&[EXCLUDE_STORM, FLUSH, "--safety-sweep-interval=1h"])
         .unwrap();
@@ -570,7 +612,7 @@ fn mark_ring_overflow_while_stopped_is_recovered_by_the_safety_net() {
     };
     let stopped = Stopped::stop(&daemon).unwrap();
     let stop_started = Instant::now();
-    let storm_time = storm(&setup.net, storm_size).unwrap();
+    let storm_time = storm(&setup.net, Side::Server, storm_size).unwrap();
     // The ring is full: these changes' marks are lost, and so are those of the segments that
     // follow them (delayed acknowledgements) while the daemon stays stopped a little longer.
     for conn in &mut long_lived {
@@ -656,6 +698,95 @@ fn mark_ring_overflow_while_stopped_is_recovered_by_the_safety_net() {
     let archived: BTreeSet<u64> = archive::read_tree(&root).unwrap().into_keys().collect();
     assert_eq!(archived, cookies.iter().copied().collect());
 
+    let (status, _) = daemon.terminate().unwrap();
+    assert!(status.success(), "{status}");
+    let stderr = daemon.stderr();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A watched namespace other than the daemon's own is swept rarely while idle (in eBPF mode
+/// every 24 safety intervals or more; here, with the safety net every second, 24–36 s apart).
+/// When its destroy listener overruns, the connections that closed meanwhile must still close
+/// after the close grace (10 s), not at its next idle sweep: the overrun makes the eBPF source
+/// sweep every namespace at once and again after the grace. The daemon watches both of the
+/// test's namespaces (`--netns` paths); the doomed connections, both ends in the client
+/// namespace, close while the storm there overflows that namespace's listener, and their Close
+/// events must come within 20 s of SIGCONT. In sweep mode every namespace is swept every poll,
+/// so the same bound holds there and is checked too.
+#[test]
+fn destroy_overrun_in_an_idle_watched_namespace_closes_after_the_grace() {
+    let _serial = one_at_a_time();
+    let Some(setup) = Setup::new("kfidle") else {
+        return;
+    };
+    add_storm_address(&setup.net, Side::Client).unwrap();
+    let netns_arg = format!(
+        "--netns={},{}",
+        setup.net.server_path().display(),
+        setup.net.client_path().display()
+    );
+    let (mut daemon, reader) = setup
+        .start_with_events(&[
+            EXCLUDE_STORM,
+            FLUSH,
+            "--safety-sweep-interval=1s",
+            &netns_arg,
+        ])
+        .unwrap();
+    setup.wait_ready(&mut daemon, WAIT).unwrap();
+
+    // Both ends in the client namespace, on its veth address (loopback is excluded).
+    let addr = SocketAddr::new(IpAddr::V4(setup.net.client_ip()), 0);
+    let doomed: Vec<(TcpStream, TcpStream)> = setup
+        .net
+        .in_client(|| -> Result<Vec<(TcpStream, TcpStream)>> {
+            let listener = TcpListener::bind(addr)?;
+            let addr = listener.local_addr()?;
+            (0..LONG_LIVED)
+                .map(|_| {
+                    let client = TcpStream::connect(addr)?;
+                    let (server, _) = listener.accept()?;
+                    Ok((client, server))
+                })
+                .collect()
+        })
+        .unwrap()
+        .unwrap();
+    let cookies: Vec<u64> = doomed
+        .iter()
+        .flat_map(|(client, server)| [socket_cookie(client), socket_cookie(server)])
+        .collect::<Result<_>>()
+        .unwrap();
+    wait_events(&reader, &setup, &cookies, EventKind::Open, WAIT).unwrap();
+    // Recorded, and the namespace idle since: no mark after its sweep.
+    std::thread::sleep(Duration::from_secs(3));
+
+    let resumed = overflow_destroy_listener(&daemon, &setup.net, Side::Client, || {
+        for (client, server) in doomed {
+            set_linger_zero(&server)?;
+            drop(server);
+            drop(client);
+        }
+        Ok(())
+    })
+    .unwrap();
+    wait_events(&reader, &setup, &cookies, EventKind::Close, WAIT).unwrap();
+    let closed_after = resumed.elapsed();
+    eprintln!("the doomed connections closed {closed_after:?} after SIGCONT");
+    let m = setup.scrape(&mut daemon).unwrap();
+    assert!(total(&m, "tcpinfo_destroy_listener_overruns_total", &[]) > 0);
+    assert!(
+        closed_after < Duration::from_secs(20),
+        "closed {closed_after:?} after SIGCONT: at an idle sweep, not after the grace"
+    );
+    // Nothing else closed: only the doomed connections ever had events.
+    let seen = events(&reader);
+    let expected: BTreeSet<String> = cookies.iter().map(|c| setup.uuid(*c)).collect();
+    assert_eq!(seen.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    for (uuid, kinds) in &seen {
+        assert_eq!(kinds, &[EventKind::Open, EventKind::Close], "{uuid}");
+    }
+    alive(&mut daemon).unwrap();
     let (status, _) = daemon.terminate().unwrap();
     assert!(status.success(), "{status}");
     let stderr = daemon.stderr();

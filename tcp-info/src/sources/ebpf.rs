@@ -74,6 +74,12 @@ pub struct EbpfConfig {
     /// Inputs (refreshes and sweeps) that may wait for the pipeline; beyond, rounds only merge
     /// marks.
     pub max_queued: usize,
+    /// The pipeline's close grace (`Duration::ZERO` without a close source). When the close
+    /// source counts an overrun (`tcpinfo_destroy_listener_overruns_total`), closes were lost
+    /// in some namespace: every namespace is swept at the next round and again once the grace
+    /// has passed, so that the connections whose notification was lost are closed then, not
+    /// at an idle namespace's next sweep minutes later.
+    pub close_grace: Duration,
 }
 
 /// What the source reads from the kernel programs: their counters, their ring buffer, and the
@@ -194,6 +200,7 @@ pub fn run(
     let mut ticker = Ticker::new(config.interval, config.reps);
     let mut last_round_end: Option<Instant> = None;
     let interval_ns = u64::try_from(config.interval.as_nanos()).unwrap_or(u64::MAX);
+    let mut destroy_overruns = metrics.destroy_overruns.get();
     while !stop.is_cancelled() {
         let added = state.follow_namespaces(kernel, &mut sockets, &mut sizes, &mut safety);
         if !added.is_empty() {
@@ -216,6 +223,13 @@ pub fn run(
             }
         }
         let now = Instant::now();
+        // The close source's counter, read here (an atomic load) rather than sent, since it is
+        // only a hint: the sweeps find what the lost notifications would have said.
+        let overruns = metrics.destroy_overruns.get();
+        if overruns > destroy_overruns {
+            safety.lost_closes(now, config.close_grace);
+            destroy_overruns = overruns;
+        }
         if queued.load(Ordering::Acquire) < config.max_queued {
             let due = safety.take_due(now);
             if !due.is_empty() {

@@ -11,7 +11,11 @@
 //! - an idle namespace (no mark since its last sweep) is swept every [`IDLE_FACTOR`] intervals,
 //!   spread out so that idle namespaces do not all come due at once;
 //! - when the kernel counts a lost mark, every namespace is swept at the next round (the loss
-//!   could be anyone's).
+//!   could be anyone's);
+//! - when the close source loses destroy notifications, every namespace is swept at the next
+//!   round and once more after the close grace: the pipeline closes a connection a sweep
+//!   misses only once a sweep after the grace misses it too, and an idle namespace's next
+//!   sweep may be minutes away.
 
 use crate::namespaces::NetnsId;
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,6 +33,8 @@ pub(super) struct SafetyNet {
     due: BTreeMap<NetnsId, Instant>,
     /// Namespaces with a mark since their last sweep.
     marked: BTreeSet<NetnsId>,
+    /// When every namespace is swept again after lost destroy notifications.
+    closes_due: Option<Instant>,
 }
 
 impl SafetyNet {
@@ -39,6 +45,7 @@ impl SafetyNet {
             own,
             due: BTreeMap::new(),
             marked: BTreeSet::new(),
+            closes_due: None,
         }
     }
 
@@ -75,10 +82,22 @@ impl SafetyNet {
         }
     }
 
+    /// The close source lost destroy notifications: every namespace is swept at the next round
+    /// and again once `grace` and an interval have passed (the margin covers the time between
+    /// this call and the first of those sweeps, from which the pipeline counts the grace).
+    pub(super) fn lost_closes(&mut self, now: Instant, grace: Duration) {
+        self.lost(now);
+        self.closes_due = Some(now + grace + self.interval);
+    }
+
     /// The namespaces due now, each rescheduled: an interval on if it is the own namespace or
     /// was marked since its last sweep, else [`IDLE_FACTOR`] intervals on, plus a spread of up
     /// to half of that derived from its inode.
     pub(super) fn take_due(&mut self, now: Instant) -> Vec<NetnsId> {
+        if self.closes_due.is_some_and(|at| at <= now) {
+            self.closes_due = None;
+            self.lost(now);
+        }
         let mut due = Vec::new();
         for (&netns, at) in &mut self.due {
             if *at > now {
@@ -140,5 +159,26 @@ mod tests {
         assert!(net.take_due(t1).is_empty());
         net.lost(t1);
         assert_eq!(net.take_due(t1), [OWN, 2]);
+    }
+
+    #[test]
+    fn lost_closes_sweep_everyone_at_once_and_again_after_the_grace() {
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(10);
+        let mut net = SafetyNet::new(S, OWN);
+        for n in [OWN, 2, 3] {
+            net.add(n, t0);
+        }
+        net.take_due(t0);
+        let t1 = t0 + Duration::from_secs(1);
+        net.lost_closes(t1, grace);
+        assert_eq!(net.take_due(t1), [OWN, 2, 3]);
+        // Idle namespaces wait for the follow-up; the own one keeps its interval.
+        assert_eq!(net.take_due(t1 + S), [OWN]);
+        assert_eq!(net.take_due(t1 + S * 2), [OWN]);
+        assert_eq!(net.take_due(t1 + grace + S), [OWN, 2, 3]);
+        // Once: then idle again.
+        assert_eq!(net.take_due(t1 + grace + S * 2), [OWN]);
+        assert!(!net.take_due(t1 + grace + S * 3 + S / 2).contains(&2));
     }
 }

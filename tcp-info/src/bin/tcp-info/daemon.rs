@@ -173,6 +173,11 @@ pub fn run(config: &Config) -> Result<()> {
     }
     let saver = Saver::new(saver_config).context("starting the saver")?;
     let (live, api_server) = start_api(config, anonymize, edges, &metrics)?;
+    let close_grace = if close_source {
+        CLOSE_GRACE
+    } else {
+        Duration::ZERO
+    };
     let pipeline = Pipeline::new(
         PipelineConfig {
             exclusions: Exclusions::new(
@@ -182,11 +187,7 @@ pub fn run(config: &Config) -> Result<()> {
             ),
             prefix: config.uuid_prefix.clone(),
             safety_net: programs.is_some(),
-            close_grace: if close_source {
-                CLOSE_GRACE
-            } else {
-                Duration::ZERO
-            },
+            close_grace,
             own_netns,
             global_cookies: namespaces::cookies_are_global(&namespaces::kernel_release()),
             attribution: config.netns_attribution,
@@ -231,6 +232,7 @@ pub fn run(config: &Config) -> Result<()> {
                 reps: config.reps,
                 max_queued: EBPF_QUEUE,
                 own_netns,
+                close_grace,
             };
             let mut kernel =
                 sources::ebpf::start(programs, config.poll_interval, edges, token.clone())
