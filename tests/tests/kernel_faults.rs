@@ -2,19 +2,21 @@
 //! does not read in time, and the daemon must count it and recover, never close connections
 //! that are alive, never panic, never stop.
 //!
-//! The daemon is stopped (SIGSTOP) while a storm of short connections runs in its namespace, so
-//! that what the kernel queues for it overflows as it would behind a daemon starved of CPU:
+//! The daemon is stopped (SIGSTOP) while a storm of short connections runs in a namespace it
+//! watches (its own, or with `--netns` paths the test's other one), so that what the kernel
+//! queues for it overflows as it would behind a daemon starved of CPU:
 //! - the destroy listener's receive buffer (32 MiB, which the kernel doubles: about 52 000
 //!   notifications; those beyond are lost and the next receive reports `ENOBUFS`): counted in
 //!   `tcpinfo_destroy_listener_overruns_total`; connections whose notification was lost are
-//!   closed by the sweeps (after the close grace, confirmed gone by an exact query);
+//!   closed by the sweeps (after the close grace, confirmed gone by an exact query), in eBPF
+//!   mode also in a namespace whose safety-net sweeps are otherwise minutes apart;
 //! - in eBPF mode, the 4 MiB ring buffer of marks (58 254 marks): the programs count what they
 //!   could not submit (`tcpinfo_ebpf_kernel_drops_total{reason="ringbuf_full"}`), the daemon
 //!   sees the count grow and sweeps at once (the safety net), which records the changes the
 //!   lost marks would have reported.
 //!
-//! The storm runs on an address of the daemon's namespace (on `lo`) that `-exclude-dstip`
-//! excludes, so it costs the daemon no archive and no event, only what it must read.
+//! The storm runs on an address (on that namespace's `lo`) that `-exclude-dstip` excludes, so it
+//! costs the daemon no archive and no event, only what it must read.
 //!
 //! Interrupted dumps, unknown attribute types and overruns of batched exact queries are tested
 //! below the daemon, where they can be made on demand, against the real kernel where one is
@@ -46,7 +48,7 @@ use tcp_info_tests::exposition::Exposition;
 use tcp_info_tests::sockets::{set_linger_zero, socket_cookie};
 use tcp_info_tests::{Daemon, NetPair, Setup, archive, faults, netns, wait_for};
 
-/// The storm's address, on the daemon namespace's `lo` (both ends of every storm connection
+/// The storm's address, on the storm namespace's `lo` (both ends of every storm connection
 /// use it; it is excluded with `-exclude-dstip`). A documentation address: no other use.
 const STORM_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 /// `-exclude-dstip` for [`STORM_IP`].
@@ -228,7 +230,7 @@ fn kill(pid: u32, signal: libc::c_int) -> Result<()> {
 
 /// The daemon's destroy listener in `side`'s namespace as `/proc/thread-self/net/netlink` shows
 /// it there: a `NETLINK_SOCK_DIAG` socket (protocol 4) in groups 1 and 3 (mask 5), alone of its
-/// kind in the test's namespace.
+/// kind in that namespace.
 #[derive(Debug, Clone, Copy)]
 struct ListenerQueue {
     /// Bytes queued (`sk_rmem_alloc`).
@@ -775,6 +777,14 @@ fn destroy_overrun_in_an_idle_watched_namespace_closes_after_the_grace() {
     eprintln!("the doomed connections closed {closed_after:?} after SIGCONT");
     let m = setup.scrape(&mut daemon).unwrap();
     assert!(total(&m, "tcpinfo_destroy_listener_overruns_total", &[]) > 0);
+    // Their notifications were lost (so the sweeps closed them): each ends with the last
+    // record a sweep took, ESTABLISHED (a notification's final record is in state CLOSE).
+    let root = setup.output();
+    for &cookie in &cookies {
+        let files = archive::cookie_files(&root, cookie).unwrap().unwrap();
+        let last = files.last().and_then(archive::ArchiveFile::last).unwrap();
+        assert_eq!(last.raw_idm()[1], 1, "{cookie:016X} ends ESTABLISHED");
+    }
     assert!(
         closed_after < Duration::from_secs(20),
         "closed {closed_after:?} after SIGCONT: at an idle sweep, not after the grace"

@@ -15,7 +15,9 @@
 //!   rarely, see `super::safety`), and first at start-up so
 //!   that connections that exist before the daemon (and never change) are recorded. They catch
 //!   what marks cannot: connections that stay in SYN_SENT, and changes a lost mark (ring buffer
-//!   full, counted) did not report. The pipeline counts what they find.
+//!   full, counted) did not report, and closes a destroy-listener overrun lost (after an
+//!   overrun every namespace is swept every interval for a while). The pipeline counts what
+//!   they find.
 //! - New connections are found by their state-change marks, closed ones by the close source.
 //! - **Reading the ring buffer.** Each round drains the ring (memory reads, no system call), on
 //!   this source's own clock. Between rounds, a burst is handled by a task on the daemon's tokio
@@ -76,9 +78,10 @@ pub struct EbpfConfig {
     pub max_queued: usize,
     /// The pipeline's close grace (`Duration::ZERO` without a close source). When the close
     /// source counts an overrun (`tcpinfo_destroy_listener_overruns_total`), closes were lost
-    /// in some namespace: every namespace is swept at the next round and again once the grace
-    /// has passed, so that the connections whose notification was lost are closed then, not
-    /// at an idle namespace's next sweep minutes later.
+    /// in some namespace: every namespace is swept at the next round and every safety interval
+    /// until a sweep more than the grace later (`super::safety`), so that the connections
+    /// whose notification was lost are closed after the grace, not at an idle namespace's next
+    /// sweep minutes later.
     pub close_grace: Duration,
 }
 
