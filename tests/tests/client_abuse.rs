@@ -409,6 +409,23 @@ fn clients_that_abuse_the_endpoints_do_not_slow_collection_or_scrapes() {
         },
     )
     .unwrap();
+    // ...every garbage writer's connection but the last of each (cut by the end of the attack,
+    // perhaps before the daemon read 4 KiB of it) was disconnected for sending, and counted...
+    let sent_data = wait_for(
+        Duration::from_secs(10),
+        "the garbage writers counted",
+        || {
+            let m = setup.scrape(&mut daemon)?;
+            let n = m.total("tcpinfo_eventsocket_clients_sent_data_total", &[]) as usize;
+            Ok((n >= garbage_conns - GARBAGE_WRITERS).then_some(n))
+        },
+    )
+    .unwrap();
+    eprintln!("{sent_data} of {garbage_conns} garbage connections counted as sending");
+    assert!(
+        sent_data <= garbage_conns,
+        "{sent_data} clients counted as sending, of {garbage_conns} garbage connections"
+    );
     // ...a new event client gets connections' events at the usual pace...
     let fresh = EventReader::connect(&sock, Duration::from_secs(5)).unwrap();
     let close_after = worst_close_latency(&setup, &fresh, PROBES, Duration::from_secs(30)).unwrap();

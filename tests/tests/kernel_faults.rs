@@ -322,6 +322,32 @@ fn wait_recorded(
     })
 }
 
+/// Waits until the daemon counts as lost (`tcpinfo_destroy_notifications_lost_total`) exactly
+/// the notifications the kernel dropped for its listener in `side`'s namespace since its count
+/// was `drops_before`: the kernel's own count, which the daemon reads once it has drained the
+/// listener's queue. (The kernel may drop a few more after the storm while the queue is still
+/// congested: both are read anew.)
+fn wait_lost_counted(
+    setup: &Setup,
+    daemon: &mut Daemon,
+    side: Side,
+    drops_before: u64,
+) -> Result<()> {
+    let mut last = (0, 0);
+    let result = wait_for(WAIT, "the lost notifications counted", || {
+        let m = setup.scrape(daemon)?;
+        let counted = total(&m, "tcpinfo_destroy_notifications_lost_total", &[]);
+        let dropped = destroy_listener_queue(&setup.net, side)?.drops - drops_before;
+        last = (dropped, counted);
+        Ok((counted == dropped).then_some(()))
+    });
+    eprintln!(
+        "lost notifications: {} dropped by the kernel, {} counted",
+        last.0, last.1
+    );
+    result
+}
+
 /// Stops the daemon and storms in `side`'s namespace until the daemon's destroy listener there
 /// drops notifications — from then on its queue is congested and every notification is
 /// dropped until the daemon has read them all — or until the storm surely overflows it (two
@@ -329,13 +355,14 @@ fn wait_recorded(
 /// from a workqueue, which may lag behind). Then runs `while_overflowing` (connections closed
 /// there lose their notifications), waits until every notification queued for the workqueue
 /// is sent (the listener's queue and drops have stopped growing), checks that the listener
-/// dropped some, and resumes the daemon. Returns when it resumed.
+/// dropped some, and resumes the daemon. Returns when it resumed, and the listener's drop count
+/// before the storm (the kernel's count, as `/proc` shows it).
 fn overflow_destroy_listener(
     daemon: &Daemon,
     net: &NetPair,
     side: Side,
     while_overflowing: impl FnOnce() -> Result<()>,
-) -> Result<Instant> {
+) -> Result<(Instant, u64)> {
     let stopped = Stopped::stop(daemon)?;
     let stop_started = Instant::now();
     let before = destroy_listener_queue(net, side)?;
@@ -369,7 +396,7 @@ fn overflow_destroy_listener(
         full.rmem,
         full.drops - before.drops,
     );
-    Ok(Instant::now())
+    Ok((Instant::now(), before.drops))
 }
 
 /// A storm of short connections overflows the destroy listener's receive buffer while the
@@ -418,23 +445,25 @@ fn destroy_listener_overrun_while_stopped_closes_only_what_closed() {
     // The known connections that close while the listener is overflowing lose their
     // notifications too; the long-lived ones' tcp_info changes while the daemon is stopped:
     // recorded after it resumes.
-    let resumed = overflow_destroy_listener(&daemon, &setup.net, Side::Server, || {
-        for conn in doomed {
-            set_linger_zero(&conn.server)?;
-            drop(conn);
-        }
-        for conn in &mut long_lived {
-            conn.exchange(1000)?;
-        }
-        Ok(())
-    })
-    .unwrap();
+    let (resumed, drops_before) =
+        overflow_destroy_listener(&daemon, &setup.net, Side::Server, || {
+            for conn in doomed {
+                set_linger_zero(&conn.server)?;
+                drop(conn);
+            }
+            for conn in &mut long_lived {
+                conn.exchange(1000)?;
+            }
+            Ok(())
+        })
+        .unwrap();
 
     let m = wait_for(WAIT, "the overrun counted", || {
         let m = setup.scrape(&mut daemon)?;
         Ok((total(&m, "tcpinfo_destroy_listener_overruns_total", &[]) > 0).then_some(m))
     })
     .unwrap();
+    wait_lost_counted(&setup, &mut daemon, Side::Server, drops_before).unwrap();
     eprintln!(
         "overruns counted: {}",
         total(&m, "tcpinfo_destroy_listener_overruns_total", &[])
@@ -763,20 +792,22 @@ fn destroy_overrun_in_an_idle_watched_namespace_closes_after_the_grace() {
     // Recorded, and the namespace idle since: no mark after its sweep.
     std::thread::sleep(Duration::from_secs(3));
 
-    let resumed = overflow_destroy_listener(&daemon, &setup.net, Side::Client, || {
-        for (client, server) in doomed {
-            set_linger_zero(&server)?;
-            drop(server);
-            drop(client);
-        }
-        Ok(())
-    })
-    .unwrap();
+    let (resumed, drops_before) =
+        overflow_destroy_listener(&daemon, &setup.net, Side::Client, || {
+            for (client, server) in doomed {
+                set_linger_zero(&server)?;
+                drop(server);
+                drop(client);
+            }
+            Ok(())
+        })
+        .unwrap();
     wait_events(&reader, &setup, &cookies, EventKind::Close, WAIT).unwrap();
     let closed_after = resumed.elapsed();
     eprintln!("the doomed connections closed {closed_after:?} after SIGCONT");
     let m = setup.scrape(&mut daemon).unwrap();
     assert!(total(&m, "tcpinfo_destroy_listener_overruns_total", &[]) > 0);
+    wait_lost_counted(&setup, &mut daemon, Side::Client, drops_before).unwrap();
     // Their notifications were lost (so the sweeps closed them): each ends with the last
     // record a sweep took, ESTABLISHED (a notification's final record is in state CLOSE).
     let root = setup.output();

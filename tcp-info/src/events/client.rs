@@ -294,6 +294,15 @@ impl ClientTask {
                 dropped_events = lost,
                 "event socket client fell behind; disconnected"
             );
+        } else if reason == CloseReason::Sent {
+            // Debug only: a process writing garbage in a loop would flood the log; the count
+            // is in the metrics.
+            Counters::add(&self.counters.clients_dropped_input, 1);
+            tracing::debug!(
+                client = self.id,
+                dropped_events = lost,
+                "event socket client sent data; disconnected"
+            );
         } else {
             Counters::add(&self.counters.clients_closed, 1);
             tracing::debug!(
@@ -475,14 +484,15 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
             assert!(!task.is_finished(), "disconnected within the allowance");
-            // One byte more and it is disconnected: counted as closed, not as lagging.
+            // One byte more and it is disconnected: counted as such, not as closed or lagging.
             peer.writable().await.unwrap();
             peer.try_write(b"!").unwrap();
             tokio::time::timeout(Duration::from_secs(5), task)
                 .await
                 .unwrap()
                 .unwrap();
-            assert_eq!(counters.clients_closed.load(Ordering::Relaxed), 1);
+            assert_eq!(counters.clients_dropped_input.load(Ordering::Relaxed), 1);
+            assert_eq!(counters.clients_closed.load(Ordering::Relaxed), 0);
             assert_eq!(counters.clients_dropped_lag.load(Ordering::Relaxed), 0);
             assert_eq!(counters.clients_connected.load(Ordering::Relaxed), 0);
             assert_eq!(handle.offer(&Arc::from(&b"x\n"[..])), Offer::Closed);

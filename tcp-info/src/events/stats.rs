@@ -22,6 +22,9 @@ pub struct EventStats {
     /// Clients disconnected because they fell behind: their queue was full, or a write made no
     /// progress within the write timeout (D8).
     pub clients_dropped_lag: u64,
+    /// Clients disconnected because they sent more than
+    /// 4 KiB (`MAX_CLIENT_BYTES`): clients never send (§7.1).
+    pub clients_dropped_input: u64,
     /// Clients gone for any other reason: they hung up, a write failed, or the server shut down.
     pub clients_closed: u64,
     /// Calls to [`publish`](super::EventServer::publish).
@@ -40,6 +43,7 @@ pub(super) struct Counters {
     pub(super) clients_accepted: AtomicU64,
     pub(super) clients_refused: AtomicU64,
     pub(super) clients_dropped_lag: AtomicU64,
+    pub(super) clients_dropped_input: AtomicU64,
     pub(super) clients_closed: AtomicU64,
     pub(super) events_published: AtomicU64,
     pub(super) events_written: AtomicU64,
@@ -60,6 +64,7 @@ impl Counters {
             clients_accepted: get(&self.clients_accepted),
             clients_refused: get(&self.clients_refused),
             clients_dropped_lag: get(&self.clients_dropped_lag),
+            clients_dropped_input: get(&self.clients_dropped_input),
             clients_closed: get(&self.clients_closed),
             events_published: get(&self.events_published),
             events_written: get(&self.events_written),

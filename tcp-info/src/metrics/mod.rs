@@ -135,6 +135,10 @@ pub struct Metrics {
     /// `tcpinfo_destroy_listener_overruns_total`: receive-buffer overruns (ENOBUFS) of the
     /// `sock_diag` destroy listener; each may have lost final snapshots.
     pub destroy_overruns: IntCounter,
+    /// `tcpinfo_destroy_notifications_lost_total`: destroy notifications the kernel dropped for
+    /// the listener in those overruns (its own count, `SO_MEMINFO`): connections whose final
+    /// record is lost and which the sweeps close after the grace.
+    pub destroy_notifications_lost: IntCounter,
     /// `tcpinfo_exact_queries_total{outcome}`: exact `inet_diag` queries by outcome (SPEC §13).
     pub exact_queries: ByLabel<ExactQueryOutcome, IntCounter>,
     /// `tcpinfo_eventsocket_clients`: event-socket clients connected now.
@@ -148,6 +152,10 @@ pub struct Metrics {
     /// `tcpinfo_eventsocket_clients_refused_total`: clients closed at once because the event
     /// socket already had its maximum number of clients.
     pub event_clients_refused: IntCounter,
+    /// `tcpinfo_eventsocket_clients_sent_data_total`: clients disconnected for sending more
+    /// than 4 KiB (clients never send; a process writing without pause would keep the edges'
+    /// workers busy reading).
+    pub event_clients_sent_data: IntCounter,
     /// `tcpinfo_connections_tracked`: connections in the cache now.
     pub connections_tracked: IntGauge,
     /// `tcpinfo_netns_watched`: network namespaces watched now (`--netns`).
@@ -316,6 +324,11 @@ impl Metrics {
                 "tcpinfo_destroy_listener_overruns_total",
                 "Number of receive buffer overruns of the socket destroy listener.",
             )?,
+            destroy_notifications_lost: counter(
+                &r,
+                "tcpinfo_destroy_notifications_lost_total",
+                "Number of socket destroy notifications the kernel dropped in those overruns.",
+            )?,
             exact_queries: counter_by(
                 &r,
                 "tcpinfo_exact_queries_total",
@@ -341,6 +354,11 @@ impl Metrics {
                 &r,
                 "tcpinfo_eventsocket_clients_refused_total",
                 "Number of event socket clients refused because the maximum were connected.",
+            )?,
+            event_clients_sent_data: counter(
+                &r,
+                "tcpinfo_eventsocket_clients_sent_data_total",
+                "Number of event socket clients disconnected for sending more than 4 KiB (clients never send).",
             )?,
             connections_tracked: gauge(
                 &r,

@@ -543,6 +543,12 @@ fn new_metrics_are_exported_under_new_names() {
             &[],
         ),
         (
+            "tcpinfo_destroy_notifications_lost_total",
+            "counter",
+            None,
+            &[],
+        ),
+        (
             "tcpinfo_exact_queries_total",
             "counter",
             Some("outcome"),
@@ -563,6 +569,12 @@ fn new_metrics_are_exported_under_new_names() {
         ),
         (
             "tcpinfo_eventsocket_clients_refused_total",
+            "counter",
+            None,
+            &[],
+        ),
+        (
+            "tcpinfo_eventsocket_clients_sent_data_total",
             "counter",
             None,
             &[],

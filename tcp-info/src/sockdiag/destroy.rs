@@ -32,7 +32,8 @@ pub enum RecvOutcome {
     /// Nothing arrived within the timeout.
     TimedOut,
     /// The receive queue overflowed (`ENOBUFS`) and notifications were lost; `received` were
-    /// still appended. The caller should count it and reconcile with a full sweep.
+    /// still appended. The caller should count it and reconcile with a full sweep; how many
+    /// were lost is known once the queue has been drained ([`DestroyListener::take_lost`]).
     Overrun {
         /// Notifications appended by this call.
         received: usize,
@@ -46,6 +47,14 @@ pub struct DestroyListener {
     sock: Socket,
     rcvbuf: RcvBuf,
     buf: Vec<u8>,
+    /// The kernel's drop count (`sk_drops`) when it was last read.
+    drops: u32,
+    /// Since an overrun, until the queue has been read empty: the kernel drops every
+    /// notification for a congested listener until then, so the drop count is read after each
+    /// call meanwhile (and only then: it costs a system call).
+    draining: bool,
+    /// Notifications lost and not yet taken.
+    lost: u64,
 }
 
 impl DestroyListener {
@@ -70,10 +79,14 @@ impl DestroyListener {
             forced = rcvbuf.forced,
             "listening for TCP destroy notifications"
         );
+        let drops = socket::drops(&sock).map_err(SockDiagError::Recv)?;
         Ok(Self {
             sock,
             rcvbuf,
             buf: vec![0; RECV_BUF_LEN],
+            drops,
+            draining: false,
+            lost: 0,
         })
     }
 
@@ -93,6 +106,13 @@ impl DestroyListener {
         self.rcvbuf
     }
 
+    /// The notifications the kernel dropped since the last call, as far as known: after an
+    /// overrun they are counted until the queue has been read empty, exactly (the kernel's
+    /// own count), so that the sum over an overrun is the number lost.
+    pub fn take_lost(&mut self) -> u64 {
+        std::mem::take(&mut self.lost)
+    }
+
     /// Waits up to `timeout` for notifications, then appends the payload of every queued
     /// destroy notification (`inet_diag_msg` + attributes, as in dump replies) to `out`.
     ///
@@ -108,10 +128,14 @@ impl DestroyListener {
         }
         let mut received = 0;
         let mut overrun = false;
+        let mut emptied = false;
         for _ in 0..MAX_DATAGRAMS_PER_RECV {
             let (len, sender) = match socket::recv_nonblocking(&self.sock, &mut self.buf)? {
                 Drained::Datagram { len, sender } => (len, sender),
-                Drained::Empty => break,
+                Drained::Empty => {
+                    emptied = true;
+                    break;
+                }
                 Drained::Overrun => {
                     overrun = true;
                     continue;
@@ -130,11 +154,27 @@ impl DestroyListener {
                 }
             }
         }
+        if overrun || self.draining {
+            self.count_drops();
+            self.draining = !emptied;
+        }
         Ok(if overrun {
             RecvOutcome::Overrun { received }
         } else {
             RecvOutcome::Received(received)
         })
+    }
+
+    /// Adds the drops since the last reading to `lost`. A failed read (not expected: the socket
+    /// is open) leaves the count for the next one.
+    fn count_drops(&mut self) {
+        match socket::drops(&self.sock) {
+            Ok(now) => {
+                self.lost += u64::from(now.wrapping_sub(self.drops));
+                self.drops = now;
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read the destroy listener's drops"),
+        }
     }
 
     /// Polls the socket; returns whether it is readable (or has a pending error) in time.
@@ -292,6 +332,13 @@ mod tests {
         while listener.recv(Duration::from_millis(50), &mut out).unwrap() != RecvOutcome::TimedOut {
             assert!(Instant::now() < deadline, "notifications never stopped");
         }
+        // Every notification (the listener's and both ends' of each connection) was either
+        // received or counted as lost, by the kernel's own count.
+        let lost = listener.take_lost();
+        eprintln!("received {}, lost {lost}", out.len());
+        assert!(lost > 0);
+        assert_eq!(out.len() as u64 + lost, 201);
+        assert_eq!(listener.take_lost(), 0, "taken");
         // (One socket at a time: this buffer holds about one notification.)
         let later = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
         let cookie = testutil::so_cookie(&later);

@@ -68,6 +68,36 @@ pub(crate) fn sndbuf(sock: &impl AsFd) -> io::Result<usize> {
     nix::sys::socket::getsockopt(sock, sockopt::SndBuf).map_err(io::Error::from)
 }
 
+/// `SK_MEMINFO_DROPS` (`include/uapi/linux/sock_diag.h`): the index of the drop count in the
+/// array `SO_MEMINFO` returns.
+const SK_MEMINFO_DROPS: usize = 8;
+/// `SK_MEMINFO_VARS`: the length of that array.
+const SK_MEMINFO_VARS: usize = 9;
+
+/// The messages the kernel dropped for this socket since it was opened (`sk_drops`, read with
+/// `SO_MEMINFO`; a 32-bit count that wraps): for a netlink socket, one per message it could not
+/// queue because the receive buffer was full or the socket congested.
+pub(crate) fn drops(sock: &impl AsFd) -> io::Result<u32> {
+    let mut info = [0_u32; SK_MEMINFO_VARS];
+    let mut len = libc::socklen_t::try_from(std::mem::size_of_val(&info))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: SO_MEMINFO writes at most `len` bytes into `info`, which is that large, and
+    // updates `len`; both outlive the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock.as_fd()),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info[SK_MEMINFO_DROPS])
+}
+
 /// Receives one datagram into `buf`, retrying on `EINTR` (no data is consumed by an interrupted
 /// call). `MSG_TRUNC` is always added, so the returned length is the datagram's real length and a
 /// value larger than `buf.len()` means the datagram was truncated.

@@ -153,6 +153,12 @@ fn receive(
             Pass::Failed
         }
     };
+    // Known once the overrun's queue has been drained, over one call or several.
+    let lost = listener.take_lost();
+    if lost > 0 {
+        metrics.destroy_notifications_lost.inc_by(lost);
+        tracing::debug!(netns, lost, "destroy notifications dropped by the kernel");
+    }
     if payloads.is_empty() {
         return pass;
     }

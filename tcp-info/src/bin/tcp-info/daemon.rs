@@ -901,6 +901,11 @@ impl Events {
                 .clients_refused
                 .saturating_sub(metrics.event_clients_refused.get()),
         );
+        metrics.event_clients_sent_data.inc_by(
+            stats
+                .clients_dropped_input
+                .saturating_sub(metrics.event_clients_sent_data.get()),
+        );
         let lagging = stats.clients_dropped_lag;
         metrics
             .event_clients_disconnected
