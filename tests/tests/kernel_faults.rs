@@ -740,10 +740,9 @@ fn mark_ring_overflow_while_stopped_is_recovered_by_the_safety_net() {
 /// When its destroy listener overruns, the connections that closed meanwhile must still close
 /// after the close grace (10 s), not at its next idle sweep: the overrun makes the eBPF source
 /// sweep every namespace at once and then every interval until past the grace. The daemon
-/// watches both of the
-/// test's namespaces (`--netns` paths); the doomed connections, both ends in the client
-/// namespace, close while the storm there overflows that namespace's listener, and their Close
-/// events must come within 20 s of SIGCONT. In sweep mode every namespace is swept every poll,
+/// watches both of the test's namespaces (`--netns` paths); the doomed connections, both ends
+/// in the client namespace, close while the storm there overflows that namespace's listener,
+/// and their Close events must come within 20 s of SIGCONT. In sweep mode every namespace is swept every poll,
 /// so the same bound holds there and is checked too.
 #[test]
 fn destroy_overrun_in_an_idle_watched_namespace_closes_after_the_grace() {
