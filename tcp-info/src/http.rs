@@ -835,12 +835,16 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+    use crate::test_net::{bound_socket, connect_from};
     use crate::test_runtime::handle as rt;
 
-    /// The address floods and stalled clients come from.
-    const ATTACKER: [u8; 4] = [127, 0, 0, 1];
-    /// Another host, for a scraper (loopback accepts any 127/8 source).
+    /// The address stalled clients come from (loopback accepts any 127/8 source).
+    const ATTACKER: [u8; 4] = [127, 0, 0, 4];
+    /// Another host, for a scraper.
     const OTHER: [u8; 4] = [127, 0, 0, 2];
+    /// The address connect floods come from: theirs alone, as they leave thousands of its
+    /// ports in TIME_WAIT, and tests run in parallel.
+    const FLOODER: [u8; 4] = [127, 0, 0, 3];
     /// How long a scrape may take while the server is under attack. A refused scrape fails at
     /// once, and the defects this guards against cost a head timeout (10 s) or more; a loaded
     /// 2-core CI machine answers a loopback request in milliseconds.
@@ -939,15 +943,6 @@ mod tests {
         }
     }
 
-    /// A connection to `addr` from the loopback address `from`.
-    fn connect_from(from: [u8; 4], addr: SocketAddr) -> TcpStream {
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
-        socket.connect(&addr.into()).unwrap();
-        socket.into()
-    }
-
     /// Sends `request` from `from` and reads the whole answer: how long it took, and the answer.
     fn exchange(from: [u8; 4], addr: SocketAddr, request: &[u8]) -> (Duration, Vec<u8>) {
         let start = Instant::now();
@@ -989,14 +984,25 @@ mod tests {
 
     /// A client with the smallest receive buffer, so that an answer waits on it at once.
     fn non_reader(from: [u8; 4], addr: SocketAddr, path: &str) -> TcpStream {
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+        let socket = bound_socket(from, |s| s.set_recv_buffer_size(4096).unwrap());
         socket.connect(&addr.into()).unwrap();
         let mut stream: TcpStream = socket.into();
         write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         stream
+    }
+
+    /// A socket bound to [`FLOODER`]; an error when its ports are all taken for a moment.
+    fn flood_socket() -> std::io::Result<socket2::Socket> {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        s.bind(&SocketAddr::from((FLOODER, 0)).into())?;
+        Ok(s)
+    }
+
+    /// A flood connection to `addr` from [`FLOODER`].
+    fn flood_connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+        let s = flood_socket()?;
+        s.connect(&addr.into())?;
+        Ok(s.into())
     }
 
     #[test]
@@ -1120,7 +1126,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let (mut made, mut failed) = (0usize, 0usize);
                     while !stop.load(Ordering::Relaxed) {
-                        let Ok(mut s) = TcpStream::connect(addr) else {
+                        let Ok(mut s) = flood_connect(addr) else {
                             // Out of ephemeral ports for a moment: not the server's doing.
                             failed += 1;
                             std::thread::sleep(Duration::from_millis(1));
@@ -1151,12 +1157,7 @@ mod tests {
                 while !stop.load(Ordering::Relaxed) {
                     let burst: Vec<socket2::Socket> = (0..BURST)
                         .filter_map(|_| {
-                            let s = socket2::Socket::new(
-                                socket2::Domain::IPV4,
-                                socket2::Type::STREAM,
-                                None,
-                            )
-                            .ok()?;
+                            let s = flood_socket().ok()?;
                             s.set_nonblocking(true).ok()?;
                             // Loopback completes the handshake within connect, or drops the SYN.
                             let _ = s.connect(&addr.into());

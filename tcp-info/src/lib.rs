@@ -58,4 +58,6 @@ pub mod sockdiag;
 #[cfg(all(feature = "collector", target_os = "linux"))]
 pub mod sources;
 #[cfg(all(test, feature = "collector", target_os = "linux"))]
+mod test_net;
+#[cfg(all(test, feature = "collector", target_os = "linux"))]
 mod test_runtime;

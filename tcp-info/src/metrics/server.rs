@@ -128,6 +128,7 @@ mod tests {
     use super::serve;
     use crate::http::{HEAD_GRACE, MAX_CONNECTIONS, MAX_PER_PEER};
     use crate::metrics::{Metrics, MetricsError};
+    use crate::test_net::connect_from;
     use crate::test_runtime::handle as rt;
 
     fn metrics() -> Arc<Metrics> {
@@ -306,15 +307,6 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    /// Connects to `addr` from the loopback address `from` (loopback accepts any 127/8 source).
-    fn connect_from(from: [u8; 4], addr: SocketAddr) -> TcpStream {
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
-        socket.connect(&addr.into()).unwrap();
-        socket.into()
     }
 
     /// The value of `tcpinfo_http_connections_dropped_total{server="metrics",reason}`.
