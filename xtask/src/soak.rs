@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use crate::bench::collector::{DaemonBinary, RunningCollector, shell_quote};
-use crate::bench::coverage::{ArchiveIndex, Coverage, coverage};
+use crate::bench::coverage::{ArchiveIndex, Coverage, archive_paths, coverage, misses};
 use crate::bench::measure::sample_tree;
 use crate::bench::plot::{Labels, Series, line_plot};
 use crate::interrupt::Interrupt;
 use crate::workload::driver::{Workload, WorkloadParams};
 use crate::workload::mbit_to_bytes;
 use crate::workload::netns::Topology;
-use crate::workload::truth::ConnClass;
+use crate::workload::truth::{ConnClass, ConnTruth};
 
 /// Arguments of `cargo xtask soak`.
 #[derive(Debug, clap::Args)]
@@ -79,8 +79,13 @@ struct ModeResult {
     first_error: Option<String>,
     short_done: u64,
     stop: String,
+    /// The first [`MISSES_SHOWN`] connections not seen or not exact, described.
+    misses: Vec<String>,
     problems: Vec<String>,
 }
+
+/// How many missed connections the report describes and keeps the archives of.
+const MISSES_SHOWN: usize = 20;
 
 /// `cargo xtask soak`: soaks every mode of `--modes` side by side, writes the report, the plots
 /// and the samples, and fails if any mode grew or lost something.
@@ -225,6 +230,31 @@ fn soak_mode(
     let stop = collector.stop(Duration::from_secs(60))?;
     let index = ArchiveIndex::from_dir(&archives);
     let coverage = coverage(&truth, &index);
+    let missed = misses(&truth, &index);
+    let kept = keep_archives(&archives, &dir.join("misses"), &missed)?;
+    let misses = missed
+        .iter()
+        .take(MISSES_SHOWN)
+        .map(|t| {
+            format!(
+                "{} connection {} -> {}, cookie {:016X}, opened {} ns, closed {} ns, final {:?}: {}",
+                t.class,
+                t.client,
+                t.server,
+                t.cookie,
+                t.opened_ns,
+                t.closed_ns,
+                t.server_final,
+                index.describe(t)
+            )
+        })
+        .collect();
+    if kept > 0 {
+        println!(
+            "soak {mode}: kept {kept} archive files of missed connections in {}",
+            dir.join("misses").display()
+        );
+    }
     let mut result = ModeResult {
         mode: mode.to_owned(),
         problems: Vec::new(),
@@ -235,6 +265,7 @@ fn soak_mode(
         first_error: index.first_error,
         short_done,
         stop: stop.status.clone(),
+        misses,
         samples,
     };
     result.problems = problems(args, &result, stop.clean);
@@ -336,6 +367,9 @@ fn describe(r: &ModeResult) -> String {
             c.total, c.seen, c.exact, c.gradable
         );
     }
+    for m in &r.misses {
+        let _ = writeln!(s, "- missed: {m}");
+    }
     if r.problems.is_empty() {
         s.push_str("- verdict: flat, nothing lost\n\n");
     } else {
@@ -345,6 +379,33 @@ fn describe(r: &ModeResult) -> String {
         s.push('\n');
     }
     s
+}
+
+/// Copies the archive files of the first [`MISSES_SHOWN`] `missed` connections (named by their
+/// cookie, SPEC §5.1) from `archives` to `to`, so that they can be read after the bulk of the
+/// run's archives is deleted; returns how many files it copied.
+fn keep_archives(archives: &Path, to: &Path, missed: &[&ConnTruth]) -> anyhow::Result<usize> {
+    let names: Vec<String> = missed
+        .iter()
+        .take(MISSES_SHOWN)
+        .map(|t| format!("_{:016X}.", t.cookie))
+        .collect();
+    if names.is_empty() {
+        return Ok(0);
+    }
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    let mut kept = 0;
+    for path in archive_paths(archives) {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if names.iter().any(|n| name.contains(n.as_str())) {
+            std::fs::copy(&path, to.join(name))
+                .with_context(|| format!("copying {}", path.display()))?;
+            kept += 1;
+        }
+    }
+    Ok(kept)
 }
 
 fn plot(out: &Path, results: &[ModeResult]) -> anyhow::Result<()> {

@@ -53,11 +53,8 @@ pub struct ArchiveIndex {
 impl ArchiveIndex {
     /// Reads every `.jsonl` / `.jsonl.zst` archive under `dir`.
     pub fn from_dir(dir: &Path) -> Self {
-        let mut paths = Vec::new();
-        collect_archives(dir, &mut paths);
-        paths.sort();
         let mut idx = Self::default();
-        for p in &paths {
+        for p in &archive_paths(dir) {
             idx.add_file(p);
         }
         idx
@@ -143,6 +140,14 @@ fn is_archive(p: &Path) -> bool {
         .is_some_and(|n| n.ends_with(".jsonl") || n.ends_with(".jsonl.zst"))
 }
 
+/// Every `.jsonl` / `.jsonl.zst` file under `dir`, sorted.
+pub fn archive_paths(dir: &Path) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    collect_archives(dir, &mut paths);
+    paths.sort();
+    paths
+}
+
 fn collect_archives(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
@@ -212,30 +217,86 @@ impl Coverage {
     }
 }
 
+/// How the archives served one ground-truth connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Grade {
+    seen: bool,
+    /// Whether the last record had the final counters; `None` when they are unknown.
+    exact: Option<bool>,
+}
+
+impl ArchiveIndex {
+    /// The socket `t` names by cookie, if its records carry `t`'s 4-tuple.
+    fn observed(&self, t: &ConnTruth) -> Option<&Observed> {
+        self.by_cookie.get(&t.cookie).filter(|o| {
+            t.cookie != 0
+                && o.local == SocketAddr::V4(t.server)
+                && o.remote == SocketAddr::V4(t.client)
+        })
+    }
+
+    fn grade(&self, t: &ConnTruth) -> Grade {
+        let observed = self.observed(t);
+        Grade {
+            seen: observed.is_some_and(|o| o.info_records > 0),
+            exact: t.server_final.map(|fin| {
+                observed
+                    .and_then(|o| o.last)
+                    .is_some_and(|(_, acked, received)| {
+                        acked == fin.bytes_acked && received == fin.bytes_received
+                    })
+            }),
+        }
+    }
+
+    /// What the archives hold under `t`'s cookie, whatever its 4-tuple: for a report on a
+    /// connection that was not seen or not exact.
+    pub fn describe(&self, t: &ConnTruth) -> String {
+        let Some(o) = self.by_cookie.get(&t.cookie) else {
+            return "no record under its cookie".to_owned();
+        };
+        let tuple = if o.local == SocketAddr::V4(t.server) && o.remote == SocketAddr::V4(t.client) {
+            "same 4-tuple".to_owned()
+        } else {
+            format!("a different 4-tuple: local {} remote {}", o.local, o.remote)
+        };
+        let last = match o.last {
+            Some(((seq, line), acked, received)) => format!(
+                "last tcp_info at segment {seq} line {line}: bytes_acked {acked}, \
+                 bytes_received {received}"
+            ),
+            None => "no record with tcp_info".to_owned(),
+        };
+        format!("{} records with tcp_info, {tuple}; {last}", o.info_records)
+    }
+}
+
 /// Grades `index` against the ground truth.
 pub fn coverage(truth: &[ConnTruth], index: &ArchiveIndex) -> Coverage {
     let mut cov = Coverage::default();
     for t in truth {
         let c = &mut cov.per_class[t.class as usize];
+        let grade = index.grade(t);
         c.total += 1;
-        let observed = index.by_cookie.get(&t.cookie).filter(|o| {
-            t.cookie != 0
-                && o.local == SocketAddr::V4(t.server)
-                && o.remote == SocketAddr::V4(t.client)
-        });
-        let seen = observed.is_some_and(|o| o.info_records > 0);
-        c.seen += usize::from(seen);
-        if let Some(fin) = t.server_final {
+        c.seen += usize::from(grade.seen);
+        if let Some(exact) = grade.exact {
             c.gradable += 1;
-            let exact = observed
-                .and_then(|o| o.last)
-                .is_some_and(|(_, acked, received)| {
-                    acked == fin.bytes_acked && received == fin.bytes_received
-                });
             c.exact += usize::from(exact);
         }
     }
     cov
+}
+
+/// The ground-truth connections `index` did not see, or whose last record lacks the exact final
+/// counters, in truth order.
+pub fn misses<'t>(truth: &'t [ConnTruth], index: &ArchiveIndex) -> Vec<&'t ConnTruth> {
+    truth
+        .iter()
+        .filter(|t| {
+            let g = index.grade(t);
+            !g.seen || g.exact == Some(false)
+        })
+        .collect()
 }
 
 /// For every ground-truth connection of `class` the archives hold, its records with `tcp_info`
@@ -366,6 +427,13 @@ mod tests {
         );
         let c = coverage(&t, &idx).overall();
         assert_eq!((c.total, c.seen, c.exact), (3, 1, 0));
+        assert_eq!(misses(&t, &idx), vec![&t[0], &t[1], &t[2]]);
+        assert!(idx.describe(&t[0]).contains("a different 4-tuple"));
+        assert!(idx.describe(&t[1]).contains("no record with tcp_info"));
+        assert!(
+            idx.describe(&t[2])
+                .contains("bytes_acked 1, bytes_received 1")
+        );
         // Order matters by (sequence, line), not by arrival.
         idx.add_record(
             0,
@@ -379,6 +447,7 @@ mod tests {
             &ArchivalRecord::new(ts, &raw_idm(&t[2], 1), &[None, None, Some(&good)]),
         );
         assert_eq!(coverage(&t, &idx).overall().exact, 1);
+        assert_eq!(misses(&t, &idx), vec![&t[0], &t[1]]);
     }
 
     #[test]
