@@ -112,9 +112,10 @@ fn check(daemon: &Daemon, kept: u64, holders: &[&str], what: &str) {
     }
 }
 
-/// Waits until the daemon has logged its capability drop and started its collection threads
-/// (its first sweep makes it ready).
-fn dropped(daemon: &Daemon) {
+/// Waits until the daemon has logged its capability drop and its threads named `holders` have
+/// started. A new thread names itself once running (until then it has the daemon's name), so
+/// each is waited for by name.
+fn dropped(daemon: &Daemon, holders: &[&str]) {
     wait_for(Duration::from_secs(10), "the capability drop", || {
         let log = daemon.stderr();
         Ok(
@@ -125,7 +126,10 @@ fn dropped(daemon: &Daemon) {
     .unwrap();
     wait_for(Duration::from_secs(10), "the collection threads", || {
         let names: Vec<String> = threads(daemon).into_iter().map(|t| t.name).collect();
-        Ok(names.iter().any(|n| n == "close").then_some(()))
+        Ok(holders
+            .iter()
+            .all(|h| names.iter().any(|n| n == h))
+            .then_some(()))
     })
     .unwrap();
 }
@@ -166,9 +170,10 @@ fn the_own_namespace_keeps_no_capability() {
     for mode in modes() {
         let mode_arg = format!("--mode={mode}");
         let mut daemon = setup.start(&[&mode_arg], &[]).unwrap();
-        dropped(&daemon);
+        let holders = ["tcp-info", mode, "close"];
+        dropped(&daemon, &holders);
         let kept = documented(false, mode == "ebpf");
-        check(&daemon, kept, &["tcp-info", mode, "close"], mode);
+        check(&daemon, kept, &holders, mode);
 
         let listener = setup.net.listen().unwrap();
         let (client, server, cookie) = setup.connected(&listener).unwrap();
@@ -189,11 +194,12 @@ fn other_namespaces_keep_what_entering_new_ones_needs() {
         let mut daemon = setup
             .start(&[&mode_arg, "--netns=all", "--exclude-local=false"], &[])
             .unwrap();
-        dropped(&daemon);
+        let holders = ["tcp-info", "netns", mode, "close"];
+        dropped(&daemon, &holders);
         let kept = documented(true, mode == "ebpf");
         // The main thread and the collection threads hold the kept set (they inherit it from
         // the main thread); the edges and the pipeline hold nothing.
-        check(&daemon, kept, &["tcp-info", "netns", mode, "close"], mode);
+        check(&daemon, kept, &holders, mode);
         // What is kept is enough: a pod made now is entered, and its connection (over its
         // loopback, hence `--exclude-local=false`) recorded.
         let pod = Pod::create(&format!("caps{mode}"), &Naming::Hostname).unwrap();
@@ -212,7 +218,7 @@ fn other_namespaces_keep_what_entering_new_ones_needs() {
         send_and_close(client, server, bytes);
         recorded_exactly(&setup, cookie, bytes as u64);
         // Entering it changed nothing.
-        check(&daemon, kept, &["tcp-info", "netns", mode, "close"], mode);
+        check(&daemon, kept, &holders, mode);
         drop(pod);
         daemon.terminate().unwrap();
     }
