@@ -6,9 +6,10 @@
 //! truth by socket cookie (unique per socket, and in every archive record), and one of them
 //! must carry the same 4-tuple: a query that races the socket's final close can report source
 //! port 0 (the kernel clears the port a moment before the state becomes CLOSE;
-//! `docs/compatibility.md` §16), and the archive keeps that record verbatim. A connection is *seen* when at least one record has `tcp_info`; it is *exact*
-//! when its last record with `tcp_info` has `bytes_acked` and `bytes_received` equal to the
-//! server socket's final counters recorded by the workload.
+//! `docs/compatibility.md` §13.8), and the archive keeps that record verbatim. A connection is
+//! *seen* when at least one record has `tcp_info`; it is *exact* when its last record with
+//! `tcp_info` has `bytes_acked` and `bytes_received` equal to the server socket's final counters
+//! recorded by the workload.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
