@@ -835,7 +835,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::test_net::{bound_socket, connect_from};
+    use crate::test_net::{bound_socket, connect_from, try_bound_socket};
     use crate::test_runtime::handle as rt;
 
     /// The address stalled clients come from (loopback accepts any 127/8 source).
@@ -991,16 +991,10 @@ mod tests {
         stream
     }
 
-    /// A socket bound to [`FLOODER`]; an error when its ports are all taken for a moment.
-    fn flood_socket() -> std::io::Result<socket2::Socket> {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-        s.bind(&SocketAddr::from((FLOODER, 0)).into())?;
-        Ok(s)
-    }
-
-    /// A flood connection to `addr` from [`FLOODER`].
+    /// A flood connection to `addr` from [`FLOODER`]; an error when its ports are all taken
+    /// for a moment.
     fn flood_connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
-        let s = flood_socket()?;
+        let s = try_bound_socket(FLOODER, |_| {})?;
         s.connect(&addr.into())?;
         Ok(s.into())
     }
@@ -1157,7 +1151,7 @@ mod tests {
                 while !stop.load(Ordering::Relaxed) {
                     let burst: Vec<socket2::Socket> = (0..BURST)
                         .filter_map(|_| {
-                            let s = flood_socket().ok()?;
+                            let s = try_bound_socket(FLOODER, |_| {}).ok()?;
                             s.set_nonblocking(true).ok()?;
                             // Loopback completes the handshake within connect, or drops the SYN.
                             let _ = s.connect(&addr.into());
