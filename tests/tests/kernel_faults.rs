@@ -742,8 +742,8 @@ fn mark_ring_overflow_while_stopped_is_recovered_by_the_safety_net() {
 /// sweep every namespace at once and then every interval until past the grace. The daemon
 /// watches both of the test's namespaces (`--netns` paths); the doomed connections, both ends
 /// in the client namespace, close while the storm there overflows that namespace's listener,
-/// and their Close events must come within 20 s of SIGCONT. In sweep mode every namespace is swept every poll,
-/// so the same bound holds there and is checked too.
+/// and their Close events must come within 20 s of SIGCONT. In sweep mode every namespace is
+/// swept every poll, so the same bound holds there and is checked too.
 #[test]
 fn destroy_overrun_in_an_idle_watched_namespace_closes_after_the_grace() {
     let _serial = one_at_a_time();

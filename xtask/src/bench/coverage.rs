@@ -461,7 +461,8 @@ mod tests {
         );
         assert_eq!(coverage(&t, &idx).overall().exact, 1);
         assert_eq!(misses(&t, &idx), vec![&t[0], &t[1]]);
-        // 1 again: a record with its right 4-tuple after the torn one makes it seen and exact.
+        // 1 again: a record with its right 4-tuple after one with another (as when a reply that
+        // raced the close carried source port 0) makes it seen and exact.
         idx.add_record(
             0,
             2,
